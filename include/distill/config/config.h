@@ -1,0 +1,181 @@
+// The run configuration: typed structs holding every default in one place. The JSON reader, `--set`
+// overrides, `distill train --help-config` and docs/config.md all read the defaults and help texts from the
+// visit_fields() lists below; all range checks sit in validate().
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace distill {
+
+struct RunConfig {
+  std::string out_dir = "runs/default";
+  int64_t seed = 0;
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  int64_t threads = 0;          // 0 = one per core
+};
+
+struct DataConfig {
+  std::string format = "csv";
+  std::string path;                    // required
+  std::optional<int64_t> label_column; // default: the last column; negative counts from the end
+  double val_fraction = 0.2;
+  std::optional<std::string> val_path; // a separate validation file; then all of `path` trains
+  bool shuffle = true;
+  std::string normalize = "none";      // none | standard | scale
+  int64_t train_rows = 0;              // 0 = all; else the first N rows of the (split) training set
+  int64_t split_seed = 0;              // the train/val split depends on this, not on run.seed
+  std::optional<int64_t> num_classes;  // default: largest label + 1 over train and val
+};
+
+struct ModelConfig {
+  std::optional<std::string> path;     // a TorchScript module (.pt)
+  std::optional<std::string> arch;     // built-in: mlp | cnn
+  std::vector<int64_t> hidden;         // mlp: hidden widths; cnn: widths of the dense head
+  double dropout = 0.0;
+  std::vector<int64_t> input_shape;    // cnn: [C, H, W]; the features are reshaped to it
+  std::vector<int64_t> channels;       // cnn: output channels of each conv block
+  std::optional<std::string> weights;  // safetensors to load (teacher: its trained weights)
+  std::optional<std::string> init;     // student only: safetensors to start from
+};
+
+struct LossConfig {
+  std::string kind = "forward_kl";
+  double temperature = 4.0;
+  double alpha = 0.9;   // weight of the KD term; 1 - alpha weighs the hard-label cross-entropy
+  bool t2_scale = true; // multiply the KD term by T^2 (Hinton et al. 2015)
+};
+
+struct OptimConfig {
+  std::string name = "adamw";  // sgd | adam | adamw
+  double lr = 1e-3;
+  double momentum = 0.9;       // sgd
+  bool nesterov = false;       // sgd
+  double weight_decay = 0.01;
+  std::vector<double> betas = {0.9, 0.999};  // adam, adamw
+  double eps = 1e-8;           // adam, adamw
+  std::string schedule = "constant";  // constant | cosine | step
+  int64_t warmup_steps = 0;    // linear warm-up from 0 before the schedule
+  double min_lr = 0.0;         // cosine: the final learning rate
+  int64_t step_size = 1000;    // step: decay every step_size optimizer steps
+  double gamma = 0.1;          // step: multiply by gamma at each decay
+  double grad_clip = 0.0;      // max global L2 norm of the gradient; 0 = off
+};
+
+struct TrainConfig {
+  int64_t epochs = 10;
+  int64_t max_steps = 0;    // > 0: stop after this many optimizer steps (whatever epochs says)
+  int64_t batch_size = 64;  // rows per micro-batch
+  int64_t grad_accum = 1;   // micro-batches per optimizer step
+  int64_t eval_every = 0;   // optimizer steps between evaluations; 0 = at the end of every epoch
+  int64_t log_every = 10;   // optimizer steps between log lines
+  int64_t eval_batch_size = 1024;
+};
+
+struct CheckpointConfig {
+  int64_t every = 0;      // optimizer steps between checkpoints; 0 = at the end of every epoch
+  int64_t keep_last = 2;  // newest checkpoints kept
+};
+
+struct Config {
+  RunConfig run;
+  DataConfig data;
+  std::optional<ModelConfig> teacher;  // absent: supervised training with cross-entropy only
+  ModelConfig student;
+  LossConfig loss;
+  OptimConfig optim;
+  TrainConfig train;
+  CheckpointConfig checkpoint;
+};
+
+// Field lists: f(json_key, member, help). One list per section; the schema of the whole file.
+template <class F> void visit_fields(RunConfig& c, F&& f) {
+  f("out_dir", c.out_dir, "directory for every output of the run");
+  f("seed", c.seed, "seed of model initialisation, dropout and the data order");
+  f("device", c.device, "auto | cpu | cuda | cuda:N");
+  f("threads", c.threads, "CPU threads for ATen; 0 = one per core");
+}
+template <class F> void visit_fields(DataConfig& c, F&& f) {
+  f("format", c.format, "data format: csv (optionally gzip-compressed, .csv.gz)");
+  f("path", c.path, "training data file (relative paths are relative to the config file)");
+  f("label_column", c.label_column, "column holding the integer class label; default last; negative counts from the end");
+  f("val_fraction", c.val_fraction, "fraction of `path` held out for validation (ignored with val_path)");
+  f("val_path", c.val_path, "separate validation file; then every row of `path` trains");
+  f("shuffle", c.shuffle, "reshuffle the training rows every epoch");
+  f("normalize", c.normalize, "none | standard (zero mean, unit variance) | scale (min-max to [0,1]); statistics from the training split, stored with the student");
+  f("train_rows", c.train_rows, "use only the first N training rows (a small labelled transfer set); 0 = all");
+  f("split_seed", c.split_seed, "seed of the train/validation split");
+  f("num_classes", c.num_classes, "number of classes; default largest label + 1");
+}
+template <class F> void visit_fields(ModelConfig& c, F&& f) {
+  f("path", c.path, "TorchScript module (.pt) to load instead of a built-in arch");
+  f("arch", c.arch, "built-in architecture: mlp | cnn");
+  f("hidden", c.hidden, "mlp: hidden layer widths; cnn: widths of the dense head");
+  f("dropout", c.dropout, "dropout probability after each hidden activation");
+  f("input_shape", c.input_shape, "cnn: [C, H, W] the features are reshaped to");
+  f("channels", c.channels, "cnn: output channels of each 3x3 conv + ReLU + 2x2 max-pool block");
+  f("weights", c.weights, "safetensors file with the model's weights");
+  f("init", c.init, "student only: safetensors file to start training from");
+}
+template <class F> void visit_fields(LossConfig& c, F&& f) {
+  f("kind", c.kind, "divergence: forward_kl");
+  f("temperature", c.temperature, "softmax temperature T applied to both teacher and student logits");
+  f("alpha", c.alpha, "weight of the KD term; (1 - alpha) weighs cross-entropy with the labels");
+  f("t2_scale", c.t2_scale, "multiply the KD term by T^2");
+}
+template <class F> void visit_fields(OptimConfig& c, F&& f) {
+  f("name", c.name, "sgd | adam | adamw");
+  f("lr", c.lr, "peak learning rate");
+  f("momentum", c.momentum, "sgd momentum");
+  f("nesterov", c.nesterov, "sgd: Nesterov momentum");
+  f("weight_decay", c.weight_decay, "weight decay (decoupled for adamw, L2 for sgd and adam)");
+  f("betas", c.betas, "adam/adamw: [beta1, beta2]");
+  f("eps", c.eps, "adam/adamw: epsilon");
+  f("schedule", c.schedule, "learning-rate schedule: constant | cosine | step");
+  f("warmup_steps", c.warmup_steps, "linear warm-up steps from 0 to lr");
+  f("min_lr", c.min_lr, "cosine: final learning rate");
+  f("step_size", c.step_size, "step: optimizer steps between decays");
+  f("gamma", c.gamma, "step: decay factor");
+  f("grad_clip", c.grad_clip, "clip the global gradient L2 norm to this; 0 = off");
+}
+template <class F> void visit_fields(TrainConfig& c, F&& f) {
+  f("epochs", c.epochs, "passes over the training data");
+  f("max_steps", c.max_steps, "stop after this many optimizer steps; 0 = no limit");
+  f("batch_size", c.batch_size, "rows per micro-batch");
+  f("grad_accum", c.grad_accum, "micro-batches per optimizer step");
+  f("eval_every", c.eval_every, "optimizer steps between evaluations; 0 = every epoch end");
+  f("log_every", c.log_every, "optimizer steps between log lines");
+  f("eval_batch_size", c.eval_batch_size, "rows per evaluation batch");
+}
+template <class F> void visit_fields(CheckpointConfig& c, F&& f) {
+  f("every", c.every, "optimizer steps between checkpoints; 0 = every epoch end");
+  f("keep_last", c.keep_last, "number of newest checkpoints kept");
+}
+// Sections: g(json_key, section, help). Optional sections are std::optional<...>.
+template <class G> void visit_sections(Config& c, G&& g) {
+  g("run", c.run, "where and how the job runs");
+  g("data", c.data, "the dataset");
+  g("teacher", c.teacher, "the frozen teacher; omit for supervised training");
+  g("student", c.student, "the model being trained");
+  g("loss", c.loss, "the distillation loss");
+  g("optim", c.optim, "optimizer and learning-rate schedule");
+  g("train", c.train, "the training loop");
+  g("checkpoint", c.checkpoint, "periodic checkpoints");
+}
+
+// Reads `path` (JSON), applies `overrides` ("a.b=value", value parsed as JSON where it parses and the field
+// is not a string), checks types and ranges. Relative paths inside are resolved against the config's folder.
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+// The same from an in-memory document; `origin` names it in messages, `base_dir` resolves relative paths.
+Config parse_config(const nlohmann::json& doc, const std::string& origin, const std::string& base_dir = "");
+// Range and consistency checks; throws distill::Error naming the key.
+void validate(const Config& config);
+nlohmann::json to_json(const Config& config);
+// One line per key with type, default and help: `distill train --help-config`.
+std::string describe_config();
+
+}  // namespace distill

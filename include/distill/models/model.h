@@ -1,0 +1,62 @@
+// Teacher and student models behind one interface: the built-in zoo (mlp, cnn; parameter names equal those
+// of the equivalent PyTorch nn.Sequential) and TorchScript modules loaded with torch::jit::load.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <ATen/core/Tensor.h>
+#include <c10/core/Device.h>
+#include <nlohmann/json_fwd.hpp>
+
+#include "distill/io/safetensors.h"
+
+namespace distill {
+
+struct ModelConfig;
+
+// What the data asks of a model: `features` inputs per row, `classes` logits out.
+struct IoShape {
+  int64_t features = 0;
+  int64_t classes = 0;
+};
+
+class Model {
+ public:
+  virtual ~Model() = default;
+  // [N, features] float32 -> [N, classes] logits.
+  virtual at::Tensor forward(const at::Tensor& x) = 0;
+  // Parameters then buffers under their PyTorch state_dict names; live tensors, not copies.
+  virtual NamedTensors state() = 0;
+  virtual std::vector<at::Tensor> parameters() = 0;
+  virtual void set_training(bool on) = 0;
+  virtual void to(const c10::Device& device) = 0;
+  // Arch description stored in safetensors metadata so that `distill eval` and users can rebuild the model.
+  virtual nlohmann::json arch_json() const = 0;
+  virtual std::string describe() const = 0;
+  virtual bool is_torchscript() const { return false; }
+  // TorchScript models only: save the (trained) module back as TorchScript, atomically.
+  virtual void save_torchscript(const std::string& path);
+
+  int64_t parameter_count();
+  void set_requires_grad(bool on);
+};
+
+// Builds the model a config section describes. `role` ("teacher" / "student") names the section in errors.
+// Built-in models are initialised from ATen's global generator (seed it first).
+std::unique_ptr<Model> make_model(const ModelConfig& config, const IoShape& io, const std::string& role);
+
+// Copies weights by name. Every model tensor must be present with its shape; extra tensors are an error
+// too. Errors name each missing, misshaped and unexpected tensor, and `origin` (the file).
+void load_weights(Model& model, const SafetensorsContents& weights, const std::string& origin);
+
+// `config` with arch, hidden, dropout, input_shape and channels taken from the "arch" metadata that distill
+// writes into its safetensors (so a teacher can be given by its weights alone). `origin` names the file.
+ModelConfig arch_from_metadata(const ModelConfig& config, const Metadata& metadata, const std::string& origin);
+
+// Checks that a model maps [1, io.features] to [1, io.classes]; `role` names it in the error.
+void check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device);
+
+}  // namespace distill

@@ -1,0 +1,60 @@
+// The training job behind `distill train`, and the shared set-up that `eval` and `validate` use.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <c10/core/Device.h>
+
+#include "distill/config/config.h"
+#include "distill/data/dataset.h"
+#include "distill/models/model.h"
+#include "distill/train/evaluate.h"
+
+namespace distill {
+
+// Everything a run needs before its first step, every input checked.
+struct Workspace {
+  c10::Device device = c10::Device(c10::kCPU);
+  Dataset data;
+  IoShape io;
+  std::unique_ptr<Model> teacher;  // null: supervised
+  std::unique_ptr<Model> student;
+};
+
+// "auto" -> cuda when a CUDA device is usable, else cpu; errors name run.device.
+c10::Device resolve_device(const std::string& name);
+// at::set_num_threads(threads, or one per core when 0); returns the count applied.
+int64_t apply_threads(int64_t threads);
+
+// Loads data and models, loads teacher weights and the student's init, checks output sizes. `normalizer`
+// replaces fitting on the training split (eval: the one stored with the student). Seeds ATen first.
+Workspace prepare_workspace(const Config& config, const std::optional<Normalizer>& normalizer = std::nullopt);
+
+enum class ExistingRun { refuse, overwrite };
+
+struct TrainOptions {
+  ExistingRun existing = ExistingRun::refuse;
+};
+
+struct TrainSummary {
+  std::string out_dir;
+  int64_t steps = 0;
+  double seconds = 0;
+  EvalResult final_eval;
+  std::string student_path;
+};
+
+TrainSummary train(const Config& config, const TrainOptions& options = {});
+
+// `distill eval`: the student described by `config`, with `weights_path`, on the config's validation split
+// (normalised as stored in the weights' metadata).
+EvalResult evaluate_weights(const Config& config, const std::string& weights_path);
+
+// `distill validate`: everything that can be checked without training; returns a human summary.
+std::vector<std::string> validate_run(const Config& config);
+
+}  // namespace distill

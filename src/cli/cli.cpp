@@ -1,0 +1,131 @@
+#include "distill/cli/cli.h"
+
+#include <cstdio>
+#include <iostream>
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include "distill/config/config.h"
+#include "distill/error.h"
+#include "distill/train/trainer.h"
+
+namespace distill {
+
+namespace {
+
+struct ConfigArgs {
+  std::string path;
+  std::vector<std::string> overrides;
+};
+
+void add_config_args(CLI::App* cmd, ConfigArgs& args) {
+  cmd->add_option("--config,-c", args.path, "run configuration (JSON)")->required();
+  cmd->add_option("--set", args.overrides,
+                  "override one config key, e.g. --set loss.temperature=2 (repeatable; see --help-config)")
+      ->take_last()
+      ->multi_option_policy(CLI::MultiOptionPolicy::TakeAll);
+}
+
+void add_help_config(CLI::App* cmd) {
+  cmd->add_flag_callback(
+      "--help-config",
+      [] {
+        std::cout << describe_config();
+        throw CLI::Success();
+      },
+      "list every config key with its type, default and meaning");
+}
+
+Config load(const ConfigArgs& args, const std::string& out_dir = "") {
+  std::vector<std::string> overrides = args.overrides;
+  if (!out_dir.empty()) overrides.push_back("run.out_dir=" + out_dir);
+  return load_config(args.path, overrides);
+}
+
+std::string percent(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f%%", 100 * v);
+  return buf;
+}
+
+}  // namespace
+
+int run_cli(int argc, char** argv) {
+  CLI::App app{"distill: knowledge-distillation trainer (LibTorch)", "distill"};
+  app.set_version_flag("--version", std::string("distill ") + DISTILL_VERSION);
+  app.require_subcommand(1);
+  app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
+    return "error: " + std::string(e.what()) + " (run '" + failed->get_name() + " --help')\n";
+  });
+
+  ConfigArgs train_args;
+  std::string train_out;
+  bool overwrite = false;
+  CLI::App* train_cmd = app.add_subcommand("train", "train a student (distilled from the teacher, if the config has one)");
+  add_config_args(train_cmd, train_args);
+  train_cmd->add_option("--out", train_out, "output folder (overrides run.out_dir)");
+  train_cmd->add_flag("--overwrite", overwrite, "replace an earlier run in the output folder");
+  add_help_config(train_cmd);
+
+  ConfigArgs eval_args;
+  std::string weights;
+  CLI::App* eval_cmd = app.add_subcommand("eval", "evaluate trained student weights on the config's validation split");
+  add_config_args(eval_cmd, eval_args);
+  eval_cmd->add_option("--weights,-w", weights, "student weights (.safetensors) written by distill train")->required();
+
+  ConfigArgs validate_args;
+  CLI::App* validate_cmd = app.add_subcommand("validate", "check a config, its data and its models without training");
+  add_config_args(validate_cmd, validate_args);
+  add_help_config(validate_cmd);
+
+  std::string inspect_path;
+  CLI::App* inspect_cmd = app.add_subcommand("inspect", "list the tensors of a safetensors or TorchScript file");
+  inspect_cmd->add_option("file", inspect_path, "a .safetensors or TorchScript .pt file")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    int code = app.exit(e);  // prints help / version / the error line
+    return code == 0 ? 0 : static_cast<int>(ExitCode::usage);
+  }
+
+  if (train_cmd->parsed()) {
+    Config config = load(train_args, train_out);
+    TrainOptions options;
+    options.existing = overwrite ? ExistingRun::overwrite : ExistingRun::refuse;
+    TrainSummary s = train(config, options);
+    const EvalResult& r = s.final_eval;
+    std::cout << "student val accuracy " << percent(r.student_accuracy);
+    if (r.has_teacher) std::cout << " (teacher " << percent(r.teacher_accuracy) << ", agreement " << percent(r.agreement) << ")";
+    std::cout << " after " << s.steps << " steps in " << static_cast<int64_t>(s.seconds * 10) / 10.0 << " s; student: "
+              << s.student_path << "\n";
+    return 0;
+  }
+  if (eval_cmd->parsed()) {
+    Config config = load(eval_args);
+    EvalResult r = evaluate_weights(config, weights);
+    std::cout << "val accuracy " << percent(r.student_accuracy) << " on " << r.rows << " rows";
+    if (r.has_teacher)
+      std::cout << "; teacher " << percent(r.teacher_accuracy) << ", agreement " << percent(r.agreement) << ", val kd "
+                << r.kd_loss;
+    std::cout << "; val ce " << r.ce_loss << "\n";
+    nlohmann::json j = r.to_json();
+    j["weights"] = weights;
+    std::cout << j.dump() << "\n";
+    return 0;
+  }
+  if (validate_cmd->parsed()) {
+    Config config = load(validate_args);
+    for (const auto& line : validate_run(config)) std::cout << line << "\n";
+    std::cout << validate_args.path << ": ok\n";
+    return 0;
+  }
+  if (inspect_cmd->parsed()) {
+    std::cout << inspect_file(inspect_path);
+    return 0;
+  }
+  return 0;
+}
+
+}  // namespace distill

@@ -1,0 +1,110 @@
+// The built-in zoo. Each architecture is an nn::Sequential so that parameter names ("0.weight", ...) are
+// exactly those of the same nn.Sequential in PyTorch (README: "Models"), and a Python user can
+// load_state_dict() our safetensors output.
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+
+#include "distill/error.h"
+#include "models/builders.h"
+
+namespace distill::models {
+
+namespace {
+
+class SequentialModel : public Model {
+ public:
+  SequentialModel(torch::nn::Sequential net, nlohmann::json arch, std::string description)
+      : net_(std::move(net)), arch_(std::move(arch)), description_(std::move(description)) {}
+
+  at::Tensor forward(const at::Tensor& x) override { return net_->forward(x); }
+  NamedTensors state() override {
+    NamedTensors out;
+    for (const auto& p : net_->named_parameters()) out.emplace_back(p.key(), p.value());
+    for (const auto& b : net_->named_buffers()) out.emplace_back(b.key(), b.value());
+    return out;
+  }
+  std::vector<at::Tensor> parameters() override { return net_->parameters(); }
+  void set_training(bool on) override { net_->train(on); }
+  void to(const c10::Device& device) override { net_->to(device); }
+  nlohmann::json arch_json() const override { return arch_; }
+  std::string describe() const override { return description_; }
+
+ private:
+  torch::nn::Sequential net_;
+  nlohmann::json arch_;
+  std::string description_;
+};
+
+std::string list_text(const std::vector<int64_t>& v) {
+  std::string s = "[";
+  for (size_t i = 0; i < v.size(); ++i) s += (i ? ", " : "") + std::to_string(v[i]);
+  return s + "]";
+}
+
+// Hidden Linear + ReLU (+ Dropout) layers, then the output Linear.
+void append_dense(torch::nn::Sequential& net, int64_t in, const std::vector<int64_t>& hidden, double dropout,
+                  int64_t out) {
+  for (int64_t h : hidden) {
+    net->push_back(torch::nn::Linear(in, h));
+    net->push_back(torch::nn::ReLU());
+    if (dropout > 0) net->push_back(torch::nn::Dropout(dropout));
+    in = h;
+  }
+  net->push_back(torch::nn::Linear(in, out));
+}
+
+std::unique_ptr<Model> make_mlp(const ModelConfig& c, const IoShape& io, const std::string& role) {
+  torch::nn::Sequential net;
+  append_dense(net, io.features, c.hidden, c.dropout, io.classes);
+  nlohmann::json arch = {{"arch", "mlp"}, {"in_features", io.features}, {"hidden", c.hidden},
+                         {"dropout", c.dropout}, {"out_features", io.classes}};
+  return std::make_unique<SequentialModel>(
+      net, arch, "mlp " + std::to_string(io.features) + " -> " + list_text(c.hidden) + " -> " + std::to_string(io.classes));
+}
+
+std::unique_ptr<Model> make_cnn(const ModelConfig& c, const IoShape& io, const std::string& role) {
+  const auto& s = c.input_shape;
+  int64_t volume = s[0] * s[1] * s[2];
+  if (volume != io.features)
+    throw Error(role + ".input_shape: " + list_text(s) + " holds " + std::to_string(volume) +
+                " values but the data has " + std::to_string(io.features) + " features per row");
+  int64_t h = s[1], w = s[2];
+  for (size_t i = 0; i < c.channels.size(); ++i) {
+    if (h < 2 || w < 2)
+      throw Error(role + ".channels: " + std::to_string(c.channels.size()) + " conv blocks each halve H and W, but " +
+                  list_text(s) + " is down to " + std::to_string(h) + "x" + std::to_string(w) +
+                  " before block " + std::to_string(i + 1) + "; use fewer channels entries");
+    h /= 2;
+    w /= 2;
+  }
+  torch::nn::Sequential net;
+  net->push_back(torch::nn::Unflatten(torch::nn::UnflattenOptions(1, {s[0], s[1], s[2]})));
+  int64_t in = s[0];
+  for (int64_t ch : c.channels) {
+    net->push_back(torch::nn::Conv2d(torch::nn::Conv2dOptions(in, ch, 3).padding(1)));
+    net->push_back(torch::nn::ReLU());
+    net->push_back(torch::nn::MaxPool2d(torch::nn::MaxPool2dOptions(2)));
+    in = ch;
+  }
+  net->push_back(torch::nn::Flatten());
+  append_dense(net, in * h * w, c.hidden, c.dropout, io.classes);
+  nlohmann::json arch = {{"arch", "cnn"},       {"input_shape", s},        {"channels", c.channels},
+                         {"hidden", c.hidden},  {"dropout", c.dropout},    {"out_features", io.classes}};
+  return std::make_unique<SequentialModel>(
+      net, arch, "cnn " + list_text(s) + " channels " + list_text(c.channels) + " head " + list_text(c.hidden) +
+                     " -> " + std::to_string(io.classes));
+}
+
+std::unordered_map<std::string, ModelFactory> register_builtin_models() {
+  return {{"mlp", make_mlp}, {"cnn", make_cnn}};
+}
+
+}  // namespace
+
+const std::unordered_map<std::string, ModelFactory>& builtin_models() {
+  static const auto registry = register_builtin_models();
+  return registry;
+}
+
+}  // namespace distill::models

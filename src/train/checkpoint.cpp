@@ -1,0 +1,78 @@
+#include <algorithm>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "distill/error.h"
+#include "distill/io/atomic_file.h"
+#include "distill/train/checkpoint.h"
+
+namespace distill {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+// Step number of "step-00000042.safetensors"; -1 for any other name (temporaries included).
+int64_t step_of(const std::string& name) {
+  const std::string prefix = "step-", suffix = ".safetensors";
+  if (name.size() <= prefix.size() + suffix.size() || name.rfind(prefix, 0) != 0 ||
+      name.compare(name.size() - suffix.size(), suffix.size(), suffix) != 0)
+    return -1;
+  std::string digits = name.substr(prefix.size(), name.size() - prefix.size() - suffix.size());
+  if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos) return -1;
+  return std::stoll(digits);
+}
+
+}  // namespace
+
+std::string checkpoint_file_name(int64_t step) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "step-%08lld.safetensors", static_cast<long long>(step));
+  return buf;
+}
+
+std::vector<std::string> list_checkpoints(const std::string& dir) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) return {};
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    int64_t step = step_of(entry.path().filename().string());
+    if (step >= 0 && entry.is_regular_file(ec)) found.emplace_back(step, entry.path().string());
+  }
+  std::sort(found.begin(), found.end());
+  std::vector<std::string> out;
+  for (auto& [step, path] : found) out.push_back(path);
+  return out;
+}
+
+std::optional<std::string> latest_checkpoint(const std::string& dir) {
+  std::ifstream in(fs::path(dir) / "latest");
+  std::string name;
+  if (in && std::getline(in, name) && step_of(name) >= 0) {
+    fs::path p = fs::path(dir) / name;
+    std::error_code ec;
+    if (fs::is_regular_file(p, ec)) return p.string();
+  }
+  auto all = list_checkpoints(dir);
+  if (all.empty()) return std::nullopt;
+  return all.back();
+}
+
+std::string save_checkpoint(const std::string& dir, int64_t step, const NamedTensors& tensors,
+                            const Metadata& metadata, int64_t keep_last) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) throw Error(dir + ": cannot create the checkpoint folder (" + ec.message() + ")");
+  const std::string name = checkpoint_file_name(step);
+  const std::string path = (fs::path(dir) / name).string();
+  save_safetensors(path, tensors, metadata);
+  write_file_atomic((fs::path(dir) / "latest").string(), name + "\n");
+  auto all = list_checkpoints(dir);
+  int64_t excess = static_cast<int64_t>(all.size()) - keep_last;
+  for (int64_t i = 0; i < excess; ++i)
+    if (all[i] != path) fs::remove(all[i], ec);  // best effort: a leftover old checkpoint harms nothing
+  return path;
+}
+
+}  // namespace distill

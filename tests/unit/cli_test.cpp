@@ -1,0 +1,122 @@
+// The binary's contract: one "error: ..." line naming the file or key, a non-zero exit, nothing written.
+#include <catch2/catch.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include "../test_util.h"
+
+using distill::test::run_distill;
+using nlohmann::json;
+
+namespace {
+
+// A small valid config on 3-class data in `dir`.
+std::string write_config(const distill::test::ScratchDir& dir, const json& patch = json::object()) {
+  std::string csv;
+  for (int i = 0; i < 60; ++i) csv += std::to_string(i % 7) + "," + std::to_string(i % 5) + "," + std::to_string(i % 3) + "\n";
+  distill::test::write_text(dir / "d.csv", csv);
+  json c = {{"run", {{"out_dir", dir / "out"}, {"threads", 1}}},
+            {"data", {{"path", "d.csv"}}},
+            {"student", {{"arch", "mlp"}, {"hidden", {4}}}},
+            {"train", {{"epochs", 1}, {"batch_size", 8}}}};
+  c.merge_patch(patch);
+  distill::test::write_text(dir / "run.json", c.dump());
+  return dir / "run.json";
+}
+
+void check_user_error(const distill::test::CommandResult& r, const std::string& needle) {
+  INFO(r.output);
+  CHECK(r.exit_code == 1);
+  CHECK(distill::test::count_lines_starting(r.output, "error: ") == 1);
+  CHECK_THAT(r.output, Catch::Contains(needle));
+  CHECK_THAT(r.output, !Catch::Contains("terminate called") && !Catch::Contains("Exception raised from"));
+}
+
+}  // namespace
+
+TEST_CASE("cli: version, help and usage errors") {
+  auto v = run_distill("--version");
+  CHECK(v.exit_code == 0);
+  CHECK_THAT(v.output, Catch::StartsWith("distill 0."));
+  auto h = run_distill("train --help");
+  CHECK(h.exit_code == 0);
+  CHECK_THAT(h.output, Catch::Contains("--config") && Catch::Contains("--set") && Catch::Contains("--out"));
+  auto hc = run_distill("train --help-config");
+  CHECK(hc.exit_code == 0);
+  CHECK_THAT(hc.output, Catch::Contains("loss.temperature = 4.0"));
+  auto none = run_distill("");
+  CHECK(none.exit_code == 2);
+  auto missing = run_distill("train");
+  CHECK(missing.exit_code == 2);
+  CHECK_THAT(missing.output, Catch::StartsWith("error: ") && Catch::Contains("--config"));
+  CHECK(run_distill("frobnicate").exit_code == 2);
+}
+
+TEST_CASE("cli: user errors are one clear line and leave nothing behind") {
+  distill::test::ScratchDir dir("cli");
+  SECTION("missing config") { check_user_error(run_distill("train --config " + (dir / "none.json")), "config file not found"); }
+  SECTION("unknown key") {
+    check_user_error(run_distill("train --config " + write_config(dir, {{"train", {{"epoch", 3}}}})),
+                     "unknown key 'train.epoch' (did you mean 'train.epochs'?)");
+  }
+  SECTION("bad --set") {
+    check_user_error(run_distill("train --config " + write_config(dir) + " --set loss.alpha=2"),
+                     "loss.alpha: must be in [0, 1], got 2");
+  }
+  SECTION("missing data") {
+    check_user_error(run_distill("train --config " + write_config(dir, {{"data", {{"path", "nope.csv"}}}})),
+                     "nope.csv: cannot open the data file");
+  }
+  SECTION("missing teacher weights") {
+    check_user_error(run_distill("train --config " + write_config(dir, {{"teacher", {{"weights", "t.safetensors"}}}})),
+                     "t.safetensors: cannot open");
+  }
+  SECTION("teacher/student output size mismatch") {
+    // The TorchScript fixture maps 64 features to 10 classes; this data has 2 features and 3 classes.
+    std::string ts = distill::test::source_path("tests/fixtures/torchscript/mlp_64_16_10.pt");
+    check_user_error(run_distill("train --config " + write_config(dir, {{"teacher", {{"path", ts}}}})), "teacher");
+  }
+  SECTION("batch larger than the data") {
+    check_user_error(run_distill("train --config " + write_config(dir, {{"train", {{"batch_size", 1000}}}})),
+                     "train.batch_size: 1000 is larger than the 48 training rows");
+  }
+  SECTION("unwritable out_dir") {
+    check_user_error(run_distill("train --config " + write_config(dir) + " --out /proc/distill-cannot-write"),
+                     "run.out_dir");
+  }
+  SECTION("student init with misshaped tensors") {
+    distill::test::write_text(dir / "init.safetensors", "");
+    check_user_error(run_distill("train --config " + write_config(dir, {{"student", {{"init", "init.safetensors"}}}})),
+                     "init.safetensors: not a valid safetensors file");
+  }
+  CHECK_FALSE(std::filesystem::exists(dir / "out"));
+}
+
+TEST_CASE("cli: an earlier run is not overwritten without --overwrite") {
+  distill::test::ScratchDir dir("cli-rerun");
+  std::string config = write_config(dir);
+  auto first = run_distill("train --config " + config);
+  INFO(first.output);
+  REQUIRE(first.exit_code == 0);
+  std::string before = distill::test::read_text(dir / "out/student.safetensors");
+  check_user_error(run_distill("train --config " + config), "already holds a run");
+  CHECK(distill::test::read_text(dir / "out/student.safetensors") == before);
+  CHECK(run_distill("train --config " + config + " --overwrite").exit_code == 0);
+}
+
+TEST_CASE("cli: validate and inspect") {
+  distill::test::ScratchDir dir("cli-inspect");
+  auto ok = run_distill("validate --config " + write_config(dir));
+  INFO(ok.output);
+  CHECK(ok.exit_code == 0);
+  CHECK_THAT(ok.output, Catch::Contains("48 training rows, 12 validation rows, 2 features, 3 classes"));
+  CHECK_FALSE(std::filesystem::exists(dir / "out"));
+  auto st = run_distill("inspect " + distill::test::source_path("tests/fixtures/parity/teacher.safetensors"));
+  CHECK(st.exit_code == 0);
+  CHECK_THAT(st.output, Catch::Contains("0.weight") && Catch::Contains("F32 [32, 6]") && Catch::Contains("356 parameters"));
+  auto ts = run_distill("inspect " + distill::test::source_path("tests/fixtures/torchscript/mlp_64_16_10.pt"));
+  CHECK(ts.exit_code == 0);
+  CHECK_THAT(ts.output, Catch::Contains("TorchScript") && Catch::Contains("2.bias"));
+  distill::test::write_text(dir / "junk.safetensors", std::string(16, '\xff'));
+  check_user_error(run_distill("inspect " + (dir / "junk.safetensors")), "not a valid safetensors file");
+}
