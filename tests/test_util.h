@@ -1,7 +1,9 @@
 // Helpers shared by the tests: fixture paths, scratch folders, and running the distill binary.
 #pragma once
 
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <array>
 #include <cstdio>
@@ -10,6 +12,7 @@
 #include <random>
 #include <sstream>
 #include <string>
+#include <vector>
 
 namespace distill::test {
 
@@ -59,6 +62,34 @@ inline CommandResult run_distill(const std::string& args, const std::string& env
   int status = ::pclose(pipe);
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
   return r;
+}
+
+// Starts `distill <argv...>` in the background with extra environment variables; output goes to `log_path`.
+inline pid_t spawn_distill(const std::vector<std::string>& argv, const std::vector<std::string>& env,
+                           const std::string& log_path) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+    FILE* log = std::fopen(log_path.c_str(), "a");
+    if (log) {
+      ::dup2(fileno(log), STDOUT_FILENO);
+      ::dup2(fileno(log), STDERR_FILENO);
+    }
+    std::vector<char*> args;
+    args.push_back(const_cast<char*>(DISTILL_BINARY));
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    ::execv(DISTILL_BINARY, args.data());
+    ::_exit(127);
+  }
+  return pid;
+}
+
+// Waits for `pid`; returns its exit code, or 128 + signal when a signal ended it.
+inline int wait_exit(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 inline int count_lines_starting(const std::string& text, const std::string& prefix) {

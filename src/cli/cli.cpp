@@ -62,10 +62,14 @@ int run_cli(int argc, char** argv) {
   ConfigArgs train_args;
   std::string train_out;
   bool overwrite = false;
+  std::string resume;
   CLI::App* train_cmd = app.add_subcommand("train", "train a student (distilled from the teacher, if the config has one)");
   add_config_args(train_cmd, train_args);
   train_cmd->add_option("--out", train_out, "output folder (overrides run.out_dir)");
   train_cmd->add_flag("--overwrite", overwrite, "replace an earlier run in the output folder");
+  train_cmd->add_option("--resume", resume,
+                        "continue a run: auto (the newest complete checkpoint in the output folder), a checkpoint "
+                        "file, or a run folder");
   add_help_config(train_cmd);
 
   ConfigArgs eval_args;
@@ -94,8 +98,15 @@ int run_cli(int argc, char** argv) {
     Config config = load(train_args, train_out);
     TrainOptions options;
     options.existing = overwrite ? ExistingRun::overwrite : ExistingRun::refuse;
+    options.resume = resume;
     TrainSummary s = train(config, options);
+    if (s.end == RunEnd::preempted) {
+      std::cout << "stopped after step " << s.steps << "; checkpoint " << s.checkpoint_path
+                << "; continue with --resume auto\n";
+      return static_cast<int>(ExitCode::preempted);
+    }
     const EvalResult& r = s.final_eval;
+    if (s.end == RunEnd::already_finished) std::cout << "already finished; ";
     std::cout << "student val accuracy " << percent(r.student_accuracy);
     if (r.has_teacher) std::cout << " (teacher " << percent(r.teacher_accuracy) << ", agreement " << percent(r.agreement) << ")";
     std::cout << " after " << s.steps << " steps in " << static_cast<int64_t>(s.seconds * 10) / 10.0 << " s; student: "

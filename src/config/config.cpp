@@ -313,6 +313,7 @@ void validate(const Config& c) {
   if (c.train.grad_accum <= 0) range_error("train.grad_accum", "> 0", std::to_string(c.train.grad_accum));
   if (c.train.eval_every < 0) range_error("train.eval_every", ">= 0 (0 = every epoch end)", std::to_string(c.train.eval_every));
   if (c.train.log_every <= 0) range_error("train.log_every", "> 0", std::to_string(c.train.log_every));
+  if (c.train.max_bad_steps < 1) range_error("train.max_bad_steps", ">= 1", std::to_string(c.train.max_bad_steps));
   if (c.train.eval_batch_size <= 0) range_error("train.eval_batch_size", "> 0", std::to_string(c.train.eval_batch_size));
   // checkpoint
   if (c.checkpoint.every < 0) range_error("checkpoint.every", ">= 0 (0 = every epoch end)", std::to_string(c.checkpoint.every));

@@ -1,5 +1,6 @@
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -66,6 +67,14 @@ std::string save_checkpoint(const std::string& dir, int64_t step, const NamedTen
   if (ec) throw Error(dir + ": cannot create the checkpoint folder (" + ec.message() + ")");
   const std::string name = checkpoint_file_name(step);
   const std::string path = (fs::path(dir) / name).string();
+  // Test hook: DISTILL_TEST_FAIL_CHECKPOINT=K makes the K-th checkpoint of this process fail part-way, as a
+  // full disk would.
+  static int64_t written = 0;
+  static const int64_t fail_at = [] {
+    const char* v = std::getenv("DISTILL_TEST_FAIL_CHECKPOINT");
+    return v ? std::atoll(v) : int64_t{0};
+  }();
+  if (++written == fail_at) set_write_failure_after_bytes(4096);
   save_safetensors(path, tensors, metadata);
   write_file_atomic((fs::path(dir) / "latest").string(), name + "\n");
   auto all = list_checkpoints(dir);

@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <cmath>
 #include <filesystem>
 #include <thread>
@@ -17,6 +19,8 @@
 #include "distill/loss/kd_loss.h"
 #include "distill/train/checkpoint.h"
 #include "distill/train/optim.h"
+#include "distill/train/preemption.h"
+#include "distill/train/resume.h"
 #include "distill/train/run_log.h"
 #include "distill/train/trainer.h"
 
@@ -99,34 +103,66 @@ struct StepResult {
   bool skipped = false;
 };
 
+// Where a resumed run picks up: the checkpoint's tensors and its training state.
+struct ResumePoint {
+  std::string path;
+  SafetensorsContents contents;
+  int64_t step = 0, epoch = 0, next_row = 0, bad_steps = 0;
+  std::vector<std::string> harmless_changes;
+};
+
+// Tensors of `c` under `prefix`, with the prefix removed.
+SafetensorsContents with_prefix(const SafetensorsContents& c, const std::string& prefix) {
+  SafetensorsContents out;
+  for (const auto& [name, t] : c.tensors)
+    if (name.rfind(prefix, 0) == 0) out.tensors.emplace_back(name.substr(prefix.size()), t);
+  return out;
+}
+
+int64_t env_int(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::atoll(v) : 0;
+}
+
 class Trainer {
  public:
-  Trainer(const Config& config, Workspace& ws, RunLog& log, const std::string& out_dir)
+  Trainer(const Config& config, Workspace& ws, RunLog& log, const std::string& out_dir, ResumePoint* resume)
       : c_(config), ws_(ws), log_(log), out_dir_(out_dir) {
     n_train_ = ws.data.train_x.size(0);
     rows_per_step_ = c_.train.batch_size * c_.train.grad_accum;
     steps_per_epoch_ = (n_train_ + rows_per_step_ - 1) / rows_per_step_;
-    total_steps_ = c_.train.epochs > 0 ? c_.train.epochs * steps_per_epoch_ : c_.train.max_steps;
-    if (c_.train.max_steps > 0) total_steps_ = std::min(total_steps_, c_.train.max_steps);
+    total_steps_ = total_steps(c_, n_train_);
     for (auto& [name, t] : ws_.student->state())
       if (t.requires_grad()) param_names_.push_back(name);
     params_ = ws_.student->parameters();
     optimizer_ = make_optimizer(c_.optim, params_);
+    if (resume) restore(*resume);
     if (ws_.teacher)
       teacher_val_logits_ = predict_logits(*ws_.teacher, ws_.data.teacher_val_x, c_.train.eval_batch_size, ws_.device);
+    stop_after_step_ = env_int("DISTILL_TEST_STOP_AFTER_STEP");
+  }
+
+  static int64_t total_steps(const Config& c, int64_t n_train) {
+    int64_t per_epoch = (n_train + c.train.batch_size * c.train.grad_accum - 1) / (c.train.batch_size * c.train.grad_accum);
+    int64_t total = c.train.epochs > 0 ? c.train.epochs * per_epoch : c.train.max_steps;
+    return c.train.max_steps > 0 ? std::min(total, c.train.max_steps) : total;
   }
 
   TrainSummary run() {
     auto start = std::chrono::steady_clock::now();
+    TrainSummary s;
+    s.out_dir = out_dir_;
+    s.resumed_from_step = resumed_from_step_;
     log_.info("training " + ws_.student->describe() + " (" + std::to_string(ws_.student->parameter_count()) +
-              " parameters) on " + std::to_string(n_train_) + " rows for " + std::to_string(total_steps_) + " steps (" +
-              std::to_string(steps_per_epoch_) + " per epoch) on " + ws_.device.str());
+              " parameters) on " + std::to_string(n_train_) + " rows, steps " + std::to_string(step_ + 1) + ".." +
+              std::to_string(total_steps_) + " (" + std::to_string(steps_per_epoch_) + " per epoch) on " + ws_.device.str());
     StepResult interval;
     int64_t interval_steps = 0;
     auto interval_start = std::chrono::steady_clock::now();
-    for (int64_t epoch = 0; step_ < total_steps_; ++epoch) {
+    for (int64_t epoch = epoch_; step_ < total_steps_; ++epoch) {
       at::Tensor order = epoch_order(epoch);
-      for (int64_t begin = 0; begin < n_train_ && step_ < total_steps_; begin += rows_per_step_) {
+      int64_t first_row = epoch == epoch_ ? next_row_ : 0;
+      for (int64_t begin = first_row; begin < n_train_ && step_ < total_steps_; begin += rows_per_step_) {
         int64_t end = std::min(n_train_, begin + rows_per_step_);
         StepResult r = train_step(order.slice(0, begin, end));
         ++step_;
@@ -147,29 +183,68 @@ class Trainer {
           logged_step_ = step_;
         }
         bool last = step_ == total_steps_;
-        if (!last && (c_.train.eval_every > 0 ? step_ % c_.train.eval_every == 0 : epoch_end)) run_eval(epoch, "eval");
-        if (c_.checkpoint.every > 0 ? step_ % c_.checkpoint.every == 0 || last : epoch_end || last)
-          checkpoint(epoch, end);
+        if (!last && (c_.train.eval_every > 0 ? step_ % c_.train.eval_every == 0 : epoch_end)) run_eval("eval");
+        bool checkpointed = false;
+        if (c_.checkpoint.every > 0 ? step_ % c_.checkpoint.every == 0 || last : epoch_end || last) {
+          s.checkpoint_path = checkpoint(epoch, end);
+          checkpointed = true;
+        }
+        // A stop signal: the step is done; save it and hand back.
+        if (step_ == stop_after_step_) PreemptionGuard::request(SIGUSR1);
+        if (int signal = PreemptionGuard::requested(); signal != 0 && !last) {
+          if (!checkpointed) s.checkpoint_path = checkpoint(epoch, end);
+          log_.end_progress();
+          log_.warn(std::string("stopped by ") + signal_name(signal) + " after step " + std::to_string(step_) +
+                    "; checkpoint " + s.checkpoint_path + "; continue with: distill train --config ... --resume auto");
+          log_.event({{"event", "preempted"}, {"step", step_}, {"signal", signal_name(signal)}});
+          s.end = RunEnd::preempted;
+          s.stop_signal = signal;
+          s.steps = step_;
+          s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+          return s;
+        }
       }
     }
     log_.end_progress();
-    EvalResult final_eval = run_eval(-1, "final");
-    TrainSummary s;
-    s.out_dir = out_dir_;
+    s.final_eval = run_eval("final");
     s.steps = step_;
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    s.final_eval = final_eval;
     s.student_path = save_student();
-    json summary = final_eval.to_json();
+    json summary = s.final_eval.to_json();
     summary["steps"] = s.steps;
     summary["seconds"] = s.seconds;
     summary["bad_steps"] = bad_steps_;
     summary["student"] = s.student_path;
+    // Written last: its presence marks a finished run.
     write_file_atomic((fs::path(out_dir_) / "summary.json").string(), summary.dump(2) + "\n");
     return s;
   }
 
+  int64_t step() const { return step_; }
+  int64_t total() const { return total_steps_; }
+  EvalResult evaluate_now() { return run_eval("final", /*record=*/false); }
+
  private:
+  void restore(ResumePoint& r) {
+    load_weights(*ws_.student, with_prefix(r.contents, "model."), r.path);
+    load_optimizer_state(*optimizer_, c_.optim.name, param_names_, r.contents, "optim.", r.path);
+    const at::Tensor* cpu_rng = r.contents.find("rng.cpu");
+    if (!cpu_rng) throw Error(r.path + ": has no rng.cpu state; it is not a complete distill checkpoint");
+    at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
+    cpu_gen.set_state(*cpu_rng);
+    if (ws_.device.is_cuda()) {
+      if (const at::Tensor* cuda_rng = r.contents.find("rng.cuda")) {
+        at::Generator cuda_gen = at::globalContext().defaultGenerator(ws_.device);
+        cuda_gen.set_state(*cuda_rng);
+      }
+    }
+    step_ = logged_step_ = resumed_from_step_ = r.step;
+    epoch_ = r.epoch;
+    next_row_ = r.next_row;
+    bad_steps_ = r.bad_steps;
+    lr_ = learning_rate_at(c_.optim, std::max<int64_t>(0, step_ - 1), total_steps_);
+  }
+
   at::Tensor epoch_order(int64_t epoch) const {
     if (!c_.data.shuffle) return torch::arange(n_train_, torch::kInt64);
     uint64_t seed = static_cast<uint64_t>(c_.run.seed) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(epoch) + 1;
@@ -207,7 +282,7 @@ class Trainer {
     return update(loss.item<double>(), kd.item<double>(), ce.item<double>());
   }
 
-  // Update: clip, check, learning rate, step.
+  // Update: clip, check, learning rate, step. A non-finite loss or gradient norm skips the step.
   StepResult update(double loss, double kd, double ce) {
     StepResult r{loss, kd, ce, 0, false};
     if (c_.optim.grad_clip > 0) {
@@ -221,11 +296,23 @@ class Trainer {
     if (!std::isfinite(loss) || !std::isfinite(r.grad_norm)) {
       r.skipped = true;
       ++bad_steps_;
-      log_.warn("step " + std::to_string(step_ + 1) + ": non-finite loss or gradient norm; step skipped");
-      log_.event({{"event", "bad_step"}, {"step", step_ + 1}, {"loss", std::isfinite(loss) ? json(loss) : json(nullptr)}});
+      ++consecutive_bad_;
+      log_.warn("step " + std::to_string(step_ + 1) + ": non-finite " + (std::isfinite(loss) ? "gradient norm" : "loss") +
+                "; step skipped (" + std::to_string(consecutive_bad_) + " in a row, limit train.max_bad_steps = " +
+                std::to_string(c_.train.max_bad_steps) + ")");
+      log_.event({{"event", "bad_step"}, {"step", step_ + 1}, {"bad_steps", bad_steps_},
+                  {"loss", std::isfinite(loss) ? json(loss) : json(nullptr)}});
       optimizer_->zero_grad();
+      if (consecutive_bad_ >= c_.train.max_bad_steps) {
+        auto last_good = latest_checkpoint((fs::path(out_dir_) / "checkpoints").string());
+        throw Error("train.max_bad_steps: " + std::to_string(consecutive_bad_) +
+                    " consecutive steps had a non-finite loss or gradient (up to step " + std::to_string(step_ + 1) +
+                    "); the run stopped" + (last_good ? "; its last good checkpoint is " + *last_good : std::string()) +
+                    ". Lower optim.lr, set optim.grad_clip, or check the data for extreme values");
+      }
       return r;
     }
+    consecutive_bad_ = 0;
     lr_ = learning_rate_at(c_.optim, step_, total_steps_);
     set_learning_rate(*optimizer_, lr_);
     optimizer_->step();
@@ -240,18 +327,19 @@ class Trainer {
               {"lr", lr_},        {"grad_norm", sum.grad_norm * k},   {"rows_per_s", rows_per_s}};
     if (ws_.teacher) e["kd"] = sum.kd * k;
     log_.event(e);
+    char terms[96] = "";
+    if (ws_.teacher) std::snprintf(terms, sizeof terms, " (kd %.4f ce %.4f)", sum.kd * k, sum.ce * k);
     char line[256];
     std::snprintf(line, sizeof line, "step %lld/%lld  epoch %lld  loss %.4f%s  lr %.3g  |g| %.3g  %.0f rows/s",
                   static_cast<long long>(step_), static_cast<long long>(total_steps_), static_cast<long long>(epoch + 1),
-                  sum.loss * k,
-                  ws_.teacher ? (" (kd " + std::to_string(sum.kd * k).substr(0, 6) + " ce " + std::to_string(sum.ce * k).substr(0, 6) + ")").c_str() : "",
-                  lr_, sum.grad_norm * k, rows_per_s);
+                  sum.loss * k, terms, lr_, sum.grad_norm * k, rows_per_s);
     log_.info(line);
   }
 
-  EvalResult run_eval(int64_t epoch, const char* kind) {
+  EvalResult run_eval(const char* kind, bool record = true) {
     at::Tensor student_logits = predict_logits(*ws_.student, ws_.data.val_x, c_.train.eval_batch_size, ws_.device);
     EvalResult r = evaluate_logits(student_logits, teacher_val_logits_, ws_.data.val_y, c_.loss);
+    if (!record) return r;
     json e = r.to_json();
     e["event"] = kind;
     e["step"] = step_;
@@ -277,20 +365,24 @@ class Trainer {
             {"num_classes", std::to_string(ws_.io.classes)}};
   }
 
-  void checkpoint(int64_t epoch, int64_t next_row) {
+  // Everything a bit-exact resume needs: weights, optimizer state, RNG states, and where in the data order
+  // the next step starts (epoch, next_row); the learning rate follows from the step.
+  std::string checkpoint(int64_t epoch, int64_t next_row) {
     NamedTensors tensors;
     for (auto& [name, t] : ws_.student->state()) tensors.emplace_back("model." + name, t);
     for (auto& [name, t] : optimizer_state(*optimizer_, c_.optim.name, param_names_)) tensors.emplace_back("optim." + name, t);
     tensors.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    if (ws_.device.is_cuda()) tensors.emplace_back("rng.cuda", at::globalContext().defaultGenerator(ws_.device).get_state());
     Metadata meta = student_metadata();
     meta["distill_checkpoint"] = "1";
     meta["state"] = json{{"step", step_}, {"epoch", epoch}, {"next_row", next_row}, {"total_steps", total_steps_},
-                         {"bad_steps", bad_steps_}, {"lr", lr_}}
+                         {"bad_steps", bad_steps_}}
                         .dump();
     meta["config"] = to_json(c_).dump();
     std::string path = save_checkpoint((fs::path(out_dir_) / "checkpoints").string(), step_, tensors, meta,
                                        c_.checkpoint.keep_last);
     log_.event({{"event", "checkpoint"}, {"step", step_}, {"path", path}});
+    return path;
   }
 
   std::string save_student() {
@@ -306,7 +398,8 @@ class Trainer {
   RunLog& log_;
   std::string out_dir_;
   int64_t n_train_ = 0, rows_per_step_ = 0, steps_per_epoch_ = 0, total_steps_ = 0;
-  int64_t step_ = 0, logged_step_ = 0, bad_steps_ = 0;
+  int64_t step_ = 0, epoch_ = 0, next_row_ = 0, logged_step_ = 0, resumed_from_step_ = -1;
+  int64_t bad_steps_ = 0, consecutive_bad_ = 0, stop_after_step_ = 0;
   double lr_ = 0;
   std::vector<std::string> param_names_;
   std::vector<at::Tensor> params_;
@@ -314,13 +407,19 @@ class Trainer {
   at::Tensor teacher_val_logits_;
 };
 
-// Creates out_dir (refusing to replace an earlier run unless asked) and checks that it is writable.
-void prepare_out_dir(const std::string& out_dir, ExistingRun existing) {
+bool holds_run(const std::string& out_dir) {
+  std::error_code ec;
+  return fs::exists(fs::path(out_dir) / "config.json", ec);
+}
+
+// Creates out_dir (refusing to replace an earlier run unless asked) and checks that it is writable. A resumed
+// run keeps what is there.
+void prepare_out_dir(const std::string& out_dir, ExistingRun existing, bool resuming) {
   std::error_code ec;
   fs::path dir(out_dir);
-  if (fs::exists(dir / "config.json", ec) && existing == ExistingRun::refuse)
-    throw Error("run.out_dir: " + out_dir + " already holds a run (config.json); pass --overwrite to replace it, "
-                "or choose another folder with --out");
+  if (holds_run(out_dir) && existing == ExistingRun::refuse && !resuming)
+    throw Error("run.out_dir: " + out_dir + " already holds a run (config.json); continue it with --resume auto, "
+                "replace it with --overwrite, or choose another folder with --out");
   if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
     throw Error("run.out_dir: " + out_dir + " exists and is not a folder; choose another --out");
   fs::create_directories(dir, ec);
@@ -332,11 +431,75 @@ void prepare_out_dir(const std::string& out_dir, ExistingRun existing) {
     throw Error("run.out_dir: " + out_dir + " is not writable; choose a writable folder with --out");
   }
   fs::remove(probe, ec);
-  if (existing == ExistingRun::overwrite) {
+  if (resuming) {
+    fs::remove(dir / "summary.json", ec);  // the run is unfinished again until it ends
+    // Temporaries of writers killed mid-write ("name.tmp.<pid>") are garbage now.
+    for (const fs::path& folder : {dir, dir / "checkpoints"}) {
+      if (!fs::is_directory(folder, ec)) continue;
+      for (const auto& entry : fs::directory_iterator(folder, ec))
+        if (entry.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(entry.path(), ec);
+    }
+  } else if (existing == ExistingRun::overwrite) {
     for (const char* name : {"summary.json", "student.safetensors", "student.pt", "metrics.jsonl", "train.log"})
       fs::remove(dir / name, ec);
     fs::remove_all(dir / "checkpoints", ec);
   }
+}
+
+// Finds and checks the checkpoint --resume names. nullopt: "auto" on a run that never wrote one (it starts
+// over: nothing is lost).
+std::optional<ResumePoint> find_resume(const Config& config, const std::string& how) {
+  const std::string& out_dir = config.run.out_dir;
+  std::optional<std::string> path;
+  std::error_code ec;
+  if (how == "auto") {
+    path = latest_checkpoint((fs::path(out_dir) / "checkpoints").string());
+    if (!path) {
+      if (holds_run(out_dir)) return std::nullopt;
+      throw Error("--resume auto: " + out_dir + " holds no run to resume (no checkpoints/, no config.json); "
+                  "start it without --resume, or point --out at the run's folder");
+    }
+  } else if (fs::is_directory(how, ec)) {
+    path = latest_checkpoint((fs::path(how) / "checkpoints").string());
+    if (!path) path = latest_checkpoint(how);
+    if (!path) throw Error("--resume " + how + ": no checkpoint (step-N.safetensors) in this folder or its checkpoints/");
+  } else if (fs::exists(how, ec)) {
+    path = how;
+  } else {
+    throw Error("--resume " + how + ": no such file or folder; give a checkpoint, a run folder, or auto");
+  }
+  ResumePoint r;
+  r.path = *path;
+  r.contents = load_safetensors(*path);
+  auto meta = [&](const char* key) -> const std::string& {
+    auto it = r.contents.metadata.find(key);
+    if (it == r.contents.metadata.end())
+      throw Error(*path + ": not a distill checkpoint (no '" + std::string(key) + "' metadata); resume from a "
+                  "checkpoints/step-N.safetensors file");
+    return it->second;
+  };
+  meta("distill_checkpoint");
+  json state = json::parse(meta("state"), nullptr, false);
+  json before = json::parse(meta("config"), nullptr, false);
+  if (state.is_discarded() || before.is_discarded() || !state.is_object())
+    throw Error(*path + ": the checkpoint's state metadata is corrupt; resume from an older checkpoint");
+  try {
+    r.step = state.at("step").get<int64_t>();
+    r.epoch = state.at("epoch").get<int64_t>();
+    r.next_row = state.at("next_row").get<int64_t>();
+    r.bad_steps = state.value("bad_steps", int64_t{0});
+  } catch (const json::exception&) {
+    throw Error(*path + ": the checkpoint's state metadata is incomplete; resume from an older checkpoint");
+  }
+  ConfigChanges changes = compare_configs(before, to_json(config));
+  if (!changes.incompatible.empty()) {
+    std::string list;
+    for (const auto& c : changes.incompatible) list += (list.empty() ? "" : "; ") + c;
+    throw Error("--resume: the config differs from the one " + *path + " was trained with in ways a resumed run "
+                "cannot absorb: " + list + ". Restore those keys, or start a new run in another --out");
+  }
+  r.harmless_changes = changes.harmless;
+  return r;
 }
 
 }  // namespace
@@ -347,16 +510,47 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
   if (config.train.batch_size > ws.data.train_x.size(0))
     throw Error("train.batch_size: " + std::to_string(config.train.batch_size) + " is larger than the " +
                 std::to_string(ws.data.train_x.size(0)) + " training rows; lower it or add data");
-  prepare_out_dir(config.run.out_dir, options.existing);
-  write_file_atomic((fs::path(config.run.out_dir) / "config.json").string(), to_json(config).dump(2) + "\n");
-  RunLog log(config.run.out_dir);
+  const std::string& out_dir = config.run.out_dir;
+  std::optional<ResumePoint> resume;
+  if (!options.resume.empty()) {
+    if (options.existing == ExistingRun::overwrite) throw Error("--resume and --overwrite contradict each other; choose one");
+    resume = find_resume(config, options.resume);
+    std::error_code ec;
+    bool summarised = fs::exists(fs::path(out_dir) / "summary.json", ec);
+    if (resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train_x.size(0))) {
+      // Nothing left to train: report the checkpoint's accuracy and touch no file.
+      RunLog console("");
+      Trainer trainer(config, ws, console, out_dir, &*resume);
+      console.info("the run already finished at step " + std::to_string(trainer.step()) + "; nothing to do (raise "
+                   "train.epochs or train.max_steps to train further)");
+      TrainSummary s;
+      s.end = RunEnd::already_finished;
+      s.out_dir = out_dir;
+      s.steps = s.resumed_from_step = trainer.step();
+      s.final_eval = trainer.evaluate_now();
+      s.student_path = (fs::path(out_dir) / "student.safetensors").string();
+      return s;
+    }
+  }
+  prepare_out_dir(out_dir, options.existing, /*resuming=*/!options.resume.empty());
+  if (!options.resume.empty()) trim_metrics((fs::path(out_dir) / "metrics.jsonl").string(), resume ? resume->step : 0);
+  write_file_atomic((fs::path(out_dir) / "config.json").string(), to_json(config).dump(2) + "\n");
+  RunLog log(out_dir, /*append=*/!options.resume.empty());
   log.info(std::string("distill ") + DISTILL_VERSION + ", " + std::to_string(at::get_num_threads()) + " threads, out_dir " +
-           config.run.out_dir);
+           out_dir);
+  if (resume) {
+    log.info("resuming from " + resume->path + " (step " + std::to_string(resume->step) + ")");
+    for (const auto& c : resume->harmless_changes) log.info("config change accepted on resume: " + c);
+    log.event({{"event", "resume"}, {"step", resume->step}, {"checkpoint", resume->path}, {"changes", resume->harmless_changes}});
+  } else if (!options.resume.empty()) {
+    log.info("no checkpoint in " + out_dir + " yet: starting from step 0");
+  }
   if (ws.teacher)
     log.info("teacher: " + ws.teacher->describe() + " (" + std::to_string(ws.teacher->parameter_count()) + " parameters)");
   else
     log.info("no teacher: supervised training with cross-entropy");
-  Trainer trainer(config, ws, log, config.run.out_dir);
+  Trainer trainer(config, ws, log, out_dir, resume ? &*resume : nullptr);
+  PreemptionGuard preemption;
   return trainer.run();
 }
 

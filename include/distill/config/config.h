@@ -74,6 +74,7 @@ struct TrainConfig {
   int64_t eval_every = 0;   // optimizer steps between evaluations; 0 = at the end of every epoch
   int64_t log_every = 10;   // optimizer steps between log lines
   int64_t eval_batch_size = 1024;
+  int64_t max_bad_steps = 20;  // consecutive non-finite steps (skipped) before the run stops with an error
 };
 
 struct CheckpointConfig {
@@ -150,6 +151,7 @@ template <class F> void visit_fields(TrainConfig& c, F&& f) {
   f("eval_every", c.eval_every, "optimizer steps between evaluations; 0 = every epoch end");
   f("log_every", c.log_every, "optimizer steps between log lines");
   f("eval_batch_size", c.eval_batch_size, "rows per evaluation batch");
+  f("max_bad_steps", c.max_bad_steps, "consecutive steps with a non-finite loss or gradient (each skipped) before the run stops");
 }
 template <class F> void visit_fields(CheckpointConfig& c, F&& f) {
   f("every", c.every, "optimizer steps between checkpoints; 0 = every epoch end");

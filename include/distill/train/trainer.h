@@ -38,14 +38,27 @@ enum class ExistingRun { refuse, overwrite };
 
 struct TrainOptions {
   ExistingRun existing = ExistingRun::refuse;
+  // "auto" (the newest complete checkpoint in run.out_dir), a checkpoint file, or a folder holding
+  // checkpoints; empty: a new run.
+  std::string resume;
+};
+
+enum class RunEnd {
+  finished,          // trained to the last step; student and summary written
+  already_finished,  // --resume on a run that had nothing left to do; nothing written
+  preempted,         // a stop signal: the step finished, a checkpoint was written
 };
 
 struct TrainSummary {
+  RunEnd end = RunEnd::finished;
   std::string out_dir;
   int64_t steps = 0;
+  int64_t resumed_from_step = -1;  // -1: a fresh run
   double seconds = 0;
   EvalResult final_eval;
   std::string student_path;
+  std::string checkpoint_path;  // the newest checkpoint written
+  int stop_signal = 0;
 };
 
 TrainSummary train(const Config& config, const TrainOptions& options = {});
