@@ -10,7 +10,7 @@ build_dir=build
 cmake_args=(-DCMAKE_BUILD_TYPE=Release)
 for arg in "$@"; do
   case "$arg" in
-    --sanitize) build_dir=build-sanitize; cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DDISTILL_SANITIZE=ON -DDISTILL_PCH=OFF) ;;
+    --sanitize) build_dir=build-sanitize; cmake_args=(-DCMAKE_BUILD_TYPE=RelWithDebInfo -DDISTILL_SANITIZE=ON -DDISTILL_CUDA=OFF) ;;
     *) echo "error: unknown option '$arg' (scripts/setup.sh [--sanitize])" >&2; exit 2 ;;
   esac
 done

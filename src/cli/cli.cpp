@@ -6,6 +6,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include "distill/bench/loss_bench.h"
 #include "distill/config/config.h"
 #include "distill/error.h"
 #include "distill/train/trainer.h"
@@ -83,6 +84,23 @@ int run_cli(int argc, char** argv) {
   add_config_args(validate_cmd, validate_args);
   add_help_config(validate_cmd);
 
+  LossBenchOptions bench;
+  bool bench_json = false;
+  CLI::App* bench_cmd = app.add_subcommand("bench", "benchmarks");
+  bench_cmd->require_subcommand(1);
+  CLI::App* bench_loss = bench_cmd->add_subcommand(
+      "loss", "time forward+backward of the fused KD loss and of the ATen composite, side by side");
+  bench_loss->add_option("--rows", bench.rows, "rows N (tokens or examples)")->capture_default_str();
+  bench_loss->add_option("--vocab", bench.vocab, "vocabulary / classes V")->capture_default_str();
+  bench_loss->add_option("--dtype", bench.dtype, "logit dtype: f32 | bf16 | f16")->capture_default_str();
+  bench_loss->add_option("--device", bench.device, "cpu | cuda | cuda:N")->capture_default_str();
+  bench_loss->add_option("--kind", bench.kind, "forward_kl | reverse_kl | jsd")->capture_default_str();
+  bench_loss->add_option("--repeats", bench.repeats, "timed repeats (the median is reported)")->capture_default_str();
+  bench_loss->add_option("--warmup", bench.warmup, "untimed repeats first")->capture_default_str();
+  bench_loss->add_option("--threads", bench.threads, "CPU threads; 0 = one per core")->capture_default_str();
+  bench_loss->add_flag("--json", bench_json, "print one JSON object instead of the table");
+  bench_loss->add_flag("!--no-composite", bench.composite, "time only the fused op");
+
   std::string inspect_path;
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "list the tensors of a safetensors or TorchScript file");
   inspect_cmd->add_option("file", inspect_path, "a .safetensors or TorchScript .pt file")->required();
@@ -130,6 +148,11 @@ int run_cli(int argc, char** argv) {
     Config config = load(validate_args);
     for (const auto& line : validate_run(config)) std::cout << line << "\n";
     std::cout << validate_args.path << ": ok\n";
+    return 0;
+  }
+  if (bench_loss->parsed()) {
+    nlohmann::json result = run_loss_bench(bench);
+    std::cout << (bench_json ? result.dump() + "\n" : format_loss_bench(result));
     return 0;
   }
   if (inspect_cmd->parsed()) {

@@ -86,6 +86,25 @@ void resolve_file_keys(json& doc, const std::string& base_dir) {
   }
 }
 
+// A config nests three levels (section, key, list); far deeper documents are refused before anything
+// recurses over them: copying or printing a json value recurses once per level, so a file of 100 000 '['
+// (200 KB) would overflow the stack.
+constexpr size_t kMaxConfigDepth = 16;
+
+// Nesting depth of arrays and objects, counted without recursion; stops counting past kMaxConfigDepth.
+size_t nesting_depth(const json& root) {
+  size_t deepest = 0;
+  std::vector<std::pair<const json*, size_t>> todo = {{&root, 1}};
+  while (!todo.empty() && deepest <= kMaxConfigDepth) {
+    auto [v, depth] = todo.back();
+    todo.pop_back();
+    if (!v->is_structured()) continue;
+    deepest = std::max(deepest, depth);
+    for (const auto& child : *v) todo.emplace_back(&child, depth + 1);
+  }
+  return deepest;
+}
+
 // Whether `section.key` is a text field; throws for an unknown key.
 bool is_text_field(const std::string& section, const std::string& key, const std::string& what) {
   Config probe;
@@ -125,6 +144,13 @@ void apply_override(json& doc, const std::string& assignment) {
   json value;
   if (is_text_field(section, key, what)) {
     value = text == "null" ? json(nullptr) : json(text);
+    // The config is written back as JSON (config.json, checkpoints), which holds only UTF-8, while a --set
+    // argument is whatever bytes the shell passed: refuse it here rather than when the run saves.
+    try {
+      (void)value.dump();
+    } catch (const json::type_error&) {
+      throw Error(what + ": the value is not valid UTF-8; config values (file names included) must be UTF-8 text");
+    }
     if (kFileKeys.count(dotted) && value.is_string())
       value = resolve_path(text, fs::current_path().string());
   } else {
@@ -136,7 +162,7 @@ void apply_override(json& doc, const std::string& assignment) {
     }
   }
   if (!doc.contains(section) || !doc[section].is_object()) doc[section] = json::object();
-  doc[section][key] = value;
+  doc[section][key] = std::move(value);
 }
 
 std::string fmt_num(double v) {
@@ -197,6 +223,9 @@ void validate_model(const ModelConfig& m, const std::string& name) {
 
 Config parse_config(const json& doc_in, const std::string& origin, const std::string& base_dir) {
   if (!doc_in.is_object()) throw Error(origin + ": the config must be a JSON object {...}, got " + schema::type_name(doc_in));
+  if (nesting_depth(doc_in) > kMaxConfigDepth)
+    throw Error(origin + ": nested more than " + std::to_string(kMaxConfigDepth) +
+                " levels deep; a config is sections of keys holding values or lists, e.g. {\"optim\": {\"betas\": [0.9, 0.999]}}");
   json doc = doc_in;
   resolve_file_keys(doc, base_dir);
   Config config;
@@ -241,9 +270,16 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     auto pos = what.find("syntax error");
     throw Error(path + ":" + std::to_string(line) + ":" + std::to_string(col) + ": invalid JSON: " +
                 (pos != std::string::npos ? what.substr(pos) : what));
+  } catch (const json::exception& e) {
+    // Not a parse_error and so without a position: a number beyond double's range ("1e500") is out_of_range.
+    std::string what = e.what();
+    auto pos = what.find("] ");
+    throw Error(path + ": invalid JSON: " + (pos != std::string::npos ? what.substr(pos + 2) : what));
   }
+  // Checked before the overrides, which would otherwise index into an array or a number.
+  if (!doc.is_object()) throw Error(path + ": the config must be a JSON object {...}, got " + schema::type_name(doc));
   std::string base_dir = fs::absolute(path).parent_path().string();
-  if (doc.is_object()) resolve_file_keys(doc, base_dir);
+  resolve_file_keys(doc, base_dir);
   for (const auto& o : overrides) apply_override(doc, o);
   return parse_config(doc, path, "");
 }
@@ -282,7 +318,9 @@ void validate(const Config& c) {
   if (c.student.weights && c.student.init)
     throw Error("student: give either 'init' or 'weights' (they mean the same for a student), not both");
   // loss
-  check_one_of("loss.kind", c.loss.kind, {"forward_kl"});
+  check_one_of("loss.kind", c.loss.kind, {"forward_kl", "reverse_kl", "jsd"});
+  if (!(c.loss.beta >= 0.0 && c.loss.beta <= 1.0)) range_error("loss.beta", "in [0, 1]", fmt_num(c.loss.beta));
+  check_one_of("loss.vocab", c.loss.vocab, {"error", "truncate"});
   check_positive("loss.temperature", c.loss.temperature);
   if (!(c.loss.alpha >= 0.0 && c.loss.alpha <= 1.0)) range_error("loss.alpha", "in [0, 1]", fmt_num(c.loss.alpha));
   // optim

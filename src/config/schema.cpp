@@ -3,6 +3,7 @@
 #include "config/schema.h"
 
 #include <algorithm>
+#include <cmath>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -53,8 +54,9 @@ void read_value(const json& v, int64_t& out, const std::string& path) {
     return;
   }
   if (v.is_number_float()) {
+    // Range first: converting a double outside int64's range to int64 is undefined behaviour.
     double d = v.get<double>();
-    if (d == static_cast<double>(static_cast<int64_t>(d)) && d > -9.2e18 && d < 9.2e18) {
+    if (d > -9.2e18 && d < 9.2e18 && d == std::trunc(d)) {
       out = static_cast<int64_t>(d);
       return;
     }

@@ -2,6 +2,7 @@
 
 #include <charconv>
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <torch/torch.h>
@@ -87,6 +88,10 @@ Table parse_csv(const std::string& text, const std::string& origin, std::optiona
         labels.push_back(static_cast<int64_t>(v));
         max_label = std::max(max_label, labels.back());
       } else {
+        // Features are float32: a larger finite double would silently become inf.
+        if (std::fabs(v) > std::numeric_limits<float>::max())
+          throw Error(where + ":" + std::to_string(col + 1) + ": '" + cell_text(b, e) +
+                      "' is outside the float32 range (magnitude up to 3.4e38); rescale this feature");
         values.push_back(static_cast<float>(v));
       }
     }

@@ -155,16 +155,22 @@ SafetensorsContents decode_safetensors(const uint8_t* data, size_t size, const s
                  "' (supported: F64 F32 F16 BF16 I64 I32 I16 I8 U8 BOOL)");
     const json& shape = v["shape"];
     if (!shape.is_array()) throw fail(where + ": shape must be an array");
+    // ATen computes an empty tensor's contiguous strides from its non-zero dims in int64, so those must
+    // multiply within int64 even when a zero dim makes numel 0 (e.g. [0, 2^62, 2^62]).
     std::vector<int64_t> dims;
-    uint64_t numel = 1;
+    uint64_t nonzero_product = 1;
+    bool has_zero_dim = false;
     for (const auto& s : shape) {
       if (!s.is_number_unsigned() && !(s.is_number_integer() && s.get<int64_t>() >= 0))
         throw fail(where + ": shape entries must be non-negative integers");
       uint64_t dim = s.get<uint64_t>();
-      if (dim > static_cast<uint64_t>(std::numeric_limits<int64_t>::max()) || !mul_ok(numel, dim, numel))
-        throw fail(where + ": shape is too large");
+      if (dim == 0) has_zero_dim = true;
+      if (dim > 0 && (!mul_ok(nonzero_product, dim, nonzero_product) ||
+                      nonzero_product > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())))
+        throw fail(where + ": shape is too large (its non-zero dimensions multiply past 2^63 - 1)");
       dims.push_back(static_cast<int64_t>(dim));
     }
+    const uint64_t numel = has_zero_dim ? 0 : nonzero_product;
     const json& offs = v["data_offsets"];
     if (!offs.is_array() || offs.size() != 2 || !offs[0].is_number_unsigned() || !offs[1].is_number_unsigned())
       throw fail(where + ": data_offsets must be [begin, end] with non-negative integers");

@@ -108,7 +108,8 @@ ModelConfig arch_from_metadata(const ModelConfig& config, const Metadata& metada
   return out;
 }
 
-void check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device) {
+void check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device,
+                    bool allow_wider) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
   at::Tensor probe = torch::zeros({2, io.features}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
@@ -122,9 +123,13 @@ void check_model_io(Model& model, const IoShape& io, const std::string& role, co
     throw Error(role + ": the model cannot take rows of " + std::to_string(io.features) + " features (the data's width): " +
                 what.substr(0, what.find('\n')));
   }
-  if (out.dim() != 2 || out.size(0) != 2 || out.size(1) != io.classes)
+  bool fits = out.dim() == 2 && out.size(0) == 2 && (out.size(1) == io.classes || (allow_wider && out.size(1) > io.classes));
+  if (!fits)
     throw Error(role + ": " + model.describe() + " outputs " + shape_text(out.sizes()) + " for a batch of 2 rows, but the data has " +
-                std::to_string(io.classes) + " classes (expected [2, " + std::to_string(io.classes) + "])");
+                std::to_string(io.classes) + " classes (expected [2, " + std::to_string(io.classes) + "]" +
+                (out.dim() == 2 && out.size(1) > io.classes && !allow_wider
+                     ? "; if the extra outputs are padding, set loss.vocab to \"truncate\")"
+                     : ")"));
 }
 
 }  // namespace distill

@@ -37,10 +37,12 @@ EvalResult evaluate_logits(const at::Tensor& student_logits, const at::Tensor& t
   r.rows = labels.size(0);
   at::Tensor student_top1 = student_logits.argmax(1);
   r.student_accuracy = student_top1.eq(labels).to(torch::kFloat64).mean().item<double>();
-  LossTerms terms = kd_loss_reference(student_logits, teacher_logits, labels, loss, static_cast<double>(r.rows));
+  KdLossOptions options = KdLossOptions::from_config(loss);
+  LossTerms terms = kd_loss_composite(student_logits, teacher_logits, labels, options, static_cast<double>(r.rows));
   r.ce_loss = terms.ce.item<double>();
   if (teacher_logits.defined()) {
-    at::Tensor teacher_top1 = teacher_logits.argmax(1);
+    // A wider teacher (loss.vocab = truncate) is scored on the classes the student has.
+    at::Tensor teacher_top1 = teacher_logits.narrow(1, 0, student_logits.size(1)).argmax(1);
     r.has_teacher = true;
     r.teacher_accuracy = teacher_top1.eq(labels).to(torch::kFloat64).mean().item<double>();
     r.agreement = teacher_top1.eq(student_top1).to(torch::kFloat64).mean().item<double>();

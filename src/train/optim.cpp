@@ -1,5 +1,8 @@
 #include <torch/torch.h>
 
+#include <sstream>
+#include <type_traits>
+
 #include "distill/config/config.h"
 #include "distill/error.h"
 #include "distill/train/optim.h"
@@ -8,7 +11,18 @@ namespace distill {
 
 namespace {
 
-std::string param_key(const at::Tensor& p) { return c10::guts::to_string(p.unsafeGetTensorImpl()); }
+// torch::optim keys per-parameter state by the parameter's TensorImpl: as a string of the pointer in
+// LibTorch 1.x, as the pointer itself in later versions. Build whichever this LibTorch uses.
+using StateMap = std::remove_reference_t<decltype(std::declval<torch::optim::Optimizer&>().state())>;
+template <class Key = StateMap::key_type> Key param_key(const at::Tensor& p) {
+  if constexpr (std::is_same_v<Key, std::string>) {
+    std::ostringstream key;
+    key << p.unsafeGetTensorImpl();
+    return key.str();
+  } else {
+    return static_cast<Key>(p.unsafeGetTensorImpl());
+  }
+}
 
 std::vector<at::Tensor> optimizer_params(torch::optim::Optimizer& optimizer) {
   std::vector<at::Tensor> out;

@@ -78,7 +78,7 @@ Workspace prepare_workspace(const Config& config, const std::optional<Normalizer
     }
     ws.teacher->to(ws.device);
     ws.teacher->set_requires_grad(false);
-    check_model_io(*ws.teacher, ws.io, "teacher", ws.device);
+    check_model_io(*ws.teacher, ws.io, "teacher", ws.device, /*allow_wider=*/config.loss.vocab == "truncate");
   }
   // Seed again so the student's initialisation does not depend on whether a teacher was built.
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
@@ -136,6 +136,7 @@ class Trainer {
       if (t.requires_grad()) param_names_.push_back(name);
     params_ = ws_.student->parameters();
     optimizer_ = make_optimizer(c_.optim, params_);
+    loss_options_ = KdLossOptions::from_config(c_.loss);
     if (resume) restore(*resume);
     if (ws_.teacher)
       teacher_val_logits_ = predict_logits(*ws_.teacher, ws_.data.teacher_val_x, c_.train.eval_batch_size, ws_.device);
@@ -264,7 +265,7 @@ class Trainer {
       teacher_logits = ws_.teacher->forward(same_inputs ? x : ws_.data.teacher_train_x.index_select(0, rows).to(ws_.device));
     }
     at::Tensor student_logits = ws_.student->forward(x);
-    return kd_loss_reference(student_logits, teacher_logits, y, c_.loss, step_rows);
+    return kd_loss(student_logits, teacher_logits, y, loss_options_, step_rows);
   }
 
   StepResult train_step(const at::Tensor& step_rows) {
@@ -404,6 +405,7 @@ class Trainer {
   std::vector<std::string> param_names_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
+  KdLossOptions loss_options_;
   at::Tensor teacher_val_logits_;
 };
 

@@ -44,10 +44,13 @@ struct ModelConfig {
 };
 
 struct LossConfig {
-  std::string kind = "forward_kl";
+  std::string kind = "forward_kl";  // forward_kl | reverse_kl | jsd
   double temperature = 4.0;
   double alpha = 0.9;   // weight of the KD term; 1 - alpha weighs the hard-label cross-entropy
   bool t2_scale = true; // multiply the KD term by T^2 (Hinton et al. 2015)
+  double beta = 0.5;    // jsd: M = beta P + (1 - beta) Q
+  int64_t ignore_index = -100;  // rows with this label count nowhere
+  std::string vocab = "error";  // error | truncate: what to do when the teacher has more outputs
 };
 
 struct OptimConfig {
@@ -123,10 +126,13 @@ template <class F> void visit_fields(ModelConfig& c, F&& f) {
   f("init", c.init, "student only: safetensors file to start training from");
 }
 template <class F> void visit_fields(LossConfig& c, F&& f) {
-  f("kind", c.kind, "divergence: forward_kl");
+  f("kind", c.kind, "divergence: forward_kl (KL(P||Q)) | reverse_kl (KL(Q||P)) | jsd (generalised JSD, see beta)");
   f("temperature", c.temperature, "softmax temperature T applied to both teacher and student logits");
   f("alpha", c.alpha, "weight of the KD term; (1 - alpha) weighs cross-entropy with the labels");
   f("t2_scale", c.t2_scale, "multiply the KD term by T^2");
+  f("beta", c.beta, "jsd: mixture M = beta P + (1 - beta) Q; 0 is exactly forward_kl, 1 exactly reverse_kl");
+  f("ignore_index", c.ignore_index, "label value of rows that count in neither loss nor normaliser");
+  f("vocab", c.vocab, "a teacher with more outputs than the student: error | truncate (use its first outputs)");
 }
 template <class F> void visit_fields(OptimConfig& c, F&& f) {
   f("name", c.name, "sgd | adam | adamw");

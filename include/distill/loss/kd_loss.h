@@ -1,31 +1,78 @@
-// The distillation loss (Hinton, Vinyals, Dean 2015, "Distilling the Knowledge in a Neural Network").
+// The distillation loss: one fused op (CPU and CUDA kernels, include/distill/kernels/kd_loss_kernels.h)
+// that the trainer calls, and the composite of ATen ops it is tested and benchmarked against.
 //
-//   P = softmax(z_t / T), Q = softmax(z_s / T), computed in float32 (logits are upcast before dividing by T)
-//   D_i = sum_v P_iv (log P_iv - log Q_iv)                     forward KL(P || Q) of row i
-//   KD  = (T^2 if t2_scale else 1) * sum_i D_i / normalizer
-//   CE  = sum_i -log softmax(z_s)_i[y_i] / normalizer          (T = 1)
-//   loss = alpha * KD + (1 - alpha) * CE                       (no teacher: loss = CE)
-//
-// `normalizer` is the number of rows in the whole optimizer step, so that under gradient accumulation each
-// micro-batch contributes its rows' share and micro-batches of unequal size are weighted by their rows (not
-// averaged as means). With one micro-batch, KD equals PyTorch's
+// With teacher logits z_t [N, V_t], student logits z_s [N, V], labels y [N] and temperature T, in float32
+// (logits are upcast BEFORE dividing by T):
+//   P = softmax(z_t / T) (teacher),  Q = softmax(z_s / T) (student)
+//   forward_kl  D_i = KL(P||Q) = sum_v P_v (log P_v - log Q_v)        (Hinton, Vinyals, Dean 2015)
+//   reverse_kl  D_i = KL(Q||P)                                        (MiniLLM, Gu et al. 2024)
+//   jsd         M = beta P + (1-beta) Q,  D_i = beta KL(P||M) + (1-beta) KL(Q||M)
+//               (generalised JSD of GKD, Agarwal et al. 2024, in TRL's convention); beta = 0 is exactly
+//               forward_kl and beta = 1 exactly reverse_kl (special-cased: the formula itself tends to 0 there)
+//   kd_i = D_i * (T^2 if t2_scale else 1)
+//   ce_i = -log softmax(z_s)_i[y_i]                                   (T = 1)
+//   rows with y_i == ignore_index count in neither sum nor normaliser
+//   loss = (alpha * sum_i kd_i + (1 - alpha) * sum_i ce_i) / normalizer
+// The caller passes `normalizer`: the number of valid rows in the whole optimizer step (all micro-batches,
+// all ranks), so that gradient accumulation and data parallelism divide by the global count. With one
+// micro-batch of valid rows, forward_kl's KD term equals PyTorch's
 //   F.kl_div(F.log_softmax(s/T, -1), F.log_softmax(t/T, -1), log_target=True, reduction='batchmean') * T*T.
+// Vocabulary: V_t > V (padded embedding tables) is an error unless vocab = truncate (the teacher's first V
+// logits are used); V_t < V is always an error.
+// Sparse teachers (cached top-k): see kd_loss_kernels.h for `ignore` and `tail`.
 #pragma once
 
+#include <cstdint>
+
 #include <ATen/core/Tensor.h>
+
+#include "distill/kernels/kd_loss_kernels.h"
 
 namespace distill {
 
 struct LossConfig;
 
-struct LossTerms {
-  at::Tensor loss;  // scalar, differentiable w.r.t. the student logits
-  at::Tensor kd;    // scalar KD term as defined above (detached); 0 without a teacher
-  at::Tensor ce;    // scalar CE term (detached)
+enum class VocabPolicy { error, truncate };
+
+struct KdLossOptions {
+  kernels::Divergence kind = kernels::Divergence::forward_kl;
+  double beta = 0.5;
+  double temperature = 1.0;
+  bool t2_scale = true;
+  double alpha = 1.0;
+  int64_t ignore_index = -100;
+  VocabPolicy vocab = VocabPolicy::error;
+  kernels::TopkTail topk_tail = kernels::TopkTail::ignore;
+
+  static KdLossOptions from_config(const LossConfig& config);
 };
 
-// Reference composite of ATen ops. `teacher_logits` may be undefined (no teacher).
-LossTerms kd_loss_reference(const at::Tensor& student_logits, const at::Tensor& teacher_logits,
-                            const at::Tensor& labels, const LossConfig& config, double normalizer);
+// A cached sparse teacher: top-k indices [N, K] (int64) and logits [N, K]; lse [N] (float32, logsumexp of the
+// full teacher row / T) is required for TopkTail::tail.
+struct SparseTeacher {
+  at::Tensor index, logits, lse;
+};
+
+struct LossTerms {
+  at::Tensor loss;  // scalar, differentiable w.r.t. the student logits
+  at::Tensor kd;    // scalar sum_i kd_i / normalizer (detached); 0 without a teacher
+  at::Tensor ce;    // scalar sum_i ce_i / normalizer (detached)
+};
+
+// The fused op (a torch::autograd::Function): one pass over each row pair computes the loss and writes the
+// gradient; backward only scales that gradient by grad_output (skipped, with no host synchronisation, when
+// grad_output is exactly 1). `teacher` undefined: supervised (loss = CE, alpha ignored). `labels` may be
+// undefined (then every row is valid, ce = 0, and alpha must be 1).
+LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                  const KdLossOptions& options, double normalizer);
+LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& teacher, const at::Tensor& labels,
+                         const KdLossOptions& options, double normalizer);
+
+// The same semantics composed from ATen ops (log_softmax, exp, sums, cross_entropy): the reference the fused
+// op is tested against and the baseline `distill bench loss` times it against.
+LossTerms kd_loss_composite(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                            const KdLossOptions& options, double normalizer);
+LossTerms kd_loss_sparse_composite(const at::Tensor& student, const SparseTeacher& teacher, const at::Tensor& labels,
+                                   const KdLossOptions& options, double normalizer);
 
 }  // namespace distill

@@ -56,7 +56,9 @@ void load_weights(Model& model, const SafetensorsContents& weights, const std::s
 // writes into its safetensors (so a teacher can be given by its weights alone). `origin` names the file.
 ModelConfig arch_from_metadata(const ModelConfig& config, const Metadata& metadata, const std::string& origin);
 
-// Checks that a model maps [1, io.features] to [1, io.classes]; `role` names it in the error.
-void check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device);
+// Checks that a model maps [N, io.features] to [N, io.classes] (or more outputs, when `allow_wider`: a
+// teacher whose extra outputs loss.vocab = truncate drops); `role` names it in the error.
+void check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device,
+                    bool allow_wider = false);
 
 }  // namespace distill

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""Joins `distill bench loss --json` lines with bench/loss_bench.py lines into one table (GPU check)."""
+import json
+import sys
+
+ours, theirs, copy = {}, {}, None
+for path in sys.argv[1:]:
+    for line in open(path):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        r = json.loads(line)
+        if r.get("what") == "copy":
+            copy = r
+        elif r.get("what") == "composite":
+            theirs[(r["rows"], r["vocab"], r["dtype"])] = r
+        elif "fused" in r:
+            ours[(r["rows"], r["vocab"], r["dtype"])] = r
+if copy:
+    print(f"device {copy['device']}, torch {copy['torch']}, copy bandwidth {copy['bytes_per_s'] / 1e12:.2f} TB/s")
+print(f"{'shape':>18} {'dtype':>5} {'fused ms':>9} {'%copy':>6} {'aten ms':>8} {'eager ms':>9} {'compile ms':>10} "
+      f"{'x eager':>8} {'x compile':>9} {'peak MB':>8}")
+for key, r in sorted(ours.items()):
+    fused = r["fused"]["median_ms"]
+    frac = r["model_bytes"] / (fused * 1e-3) / copy["bytes_per_s"] if copy else float("nan")
+    t = theirs.get(key, {})
+    eager = t.get("eager", {}).get("median_ms", float("nan"))
+    comp = t.get("compile", {}).get("median_ms", float("nan"))
+    aten = r.get("composite", {}).get("median_ms", float("nan"))
+    peak = r["fused"].get("extra_peak_bytes", -1) / 1e6
+    print(f"{key[0]:>8}x{key[1]:<9} {key[2]:>5} {fused:9.3f} {100 * frac:5.1f}% {aten:8.3f} {eager:9.3f} {comp:10.3f} "
+          f"{eager / fused:8.2f} {comp / fused:9.2f} {peak:8.1f}")

@@ -1,0 +1,32 @@
+// `distill bench loss`: forward + backward of the fused loss and of the ATen composite, timed side by side in
+// one process (median of repeats after warm-up), with the effective bandwidth under the
+// read-student + read-teacher + write-gradient model and the extra peak memory each path needs.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include <nlohmann/json_fwd.hpp>
+
+namespace distill {
+
+struct LossBenchOptions {
+  int64_t rows = 4096;
+  int64_t vocab = 32000;
+  std::string dtype = "f32";     // f32 | bf16 | f16
+  std::string device = "cpu";    // cpu | cuda | cuda:N
+  std::string kind = "forward_kl";
+  int64_t repeats = 20;
+  int64_t warmup = 3;
+  int64_t threads = 0;           // CPU: 0 = one per core
+  bool composite = true;         // also time the composite
+};
+
+// Returns one JSON object: shape, dtype, device, fused and composite {median_ms, min_ms, gb_per_s,
+// extra_peak_bytes}, speedup, gradient bytes. Throws distill::Error for bad options.
+nlohmann::json run_loss_bench(const LossBenchOptions& options);
+
+// The human table of a run_loss_bench() result.
+std::string format_loss_bench(const nlohmann::json& result);
+
+}  // namespace distill

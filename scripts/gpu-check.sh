@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# On the GPU machine, in one call: build distill against the machine's CUDA LibTorch, run every test (the
+# CUDA kernel tests run instead of skipping), benchmark the fused loss against the ATen composite, PyTorch
+# eager and torch.compile, and print a short table last. Needs .gpu-deps (../shared/gpu/stage-deps.sh).
+# Logs and JSON go to $OUT (or /tmp/gpu-out).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+out=${OUT:-/tmp/gpu-out}
+mkdir -p "$out"
+export LD_LIBRARY_PATH=$PWD/.gpu-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
+nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+
+stage() { echo "== $1 ($(date +%T))"; }
+stage configure
+cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_CUDA=ON \
+  -DCMAKE_PREFIX_PATH="$prefix;$PWD/.gpu-deps/usr" -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
+  > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
+stage build
+if ! cmake --build build-gpu -j 16 -- -k 0 > "$out/build.log" 2>&1; then
+  grep -E "error|Error" -A4 "$out/build.log" | head -120
+  exit 1
+fi
+stage "kernel tests"
+build-gpu/kd_loss_cuda_test 2>&1 | tail -5 | tee "$out/cuda-test.txt"
+stage ctest
+ctest --test-dir build-gpu -j 8 --timeout 600 > "$out/ctest.log" 2>&1
+ctest_rc=$?
+grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -20
+
+stage bench
+: > "$out/bench.jsonl"
+for shape in "16384 128256 bf16" "4096 32000 bf16" "4096 32000 f32" "4096 10 f32" "65536 10 f32" "65536 1000 bf16" \
+             "16384 32001 bf16"; do
+  set -- $shape
+  build-gpu/distill bench loss --device cuda --rows "$1" --vocab "$2" --dtype "$3" --repeats 30 --json \
+    >> "$out/bench.jsonl" 2>> "$out/bench.err" || echo "bench $shape failed: $(tail -1 "$out/bench.err")"
+done
+python3 bench/loss_bench.py --dtype bf16 --shapes 16384x128256 4096x32000 65536x1000 16384x32001 > "$out/python-bf16.jsonl" 2> "$out/python.err" \
+  || tail -5 "$out/python.err"
+python3 bench/loss_bench.py --dtype f32 --shapes 4096x32000 4096x10 65536x10 > "$out/python-f32.jsonl" 2>> "$out/python.err" \
+  || tail -5 "$out/python.err"
+stage summary
+python3 bench/summarize.py "$out/bench.jsonl" "$out/python-bf16.jsonl" "$out/python-f32.jsonl" | tee "$out/summary.txt"
+echo "ctest exit code $ctest_rc"
+exit $ctest_rc

@@ -1,0 +1,168 @@
+#include "distill/bench/loss_bench.h"
+
+#include <torch/torch.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "bench/device_memory.h"
+#include "distill/error.h"
+#include "distill/loss/kd_loss.h"
+#include "distill/train/trainer.h"
+
+namespace distill {
+
+using json = nlohmann::json;
+
+namespace {
+
+// Linux: peak resident set since the last reset_peak_rss(), from /proc/self/status.
+int64_t status_kib(const char* key) {
+  std::ifstream in("/proc/self/status");
+  for (std::string line; std::getline(in, line);)
+    if (line.rfind(key, 0) == 0) return std::stoll(line.substr(std::string(key).size()));
+  return -1;
+}
+void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
+
+at::ScalarType dtype_of(const std::string& name) {
+  if (name == "f32") return at::kFloat;
+  if (name == "bf16") return at::kBFloat16;
+  if (name == "f16") return at::kHalf;
+  throw Error("--dtype: '" + name + "' is not one of f32 | bf16 | f16");
+}
+
+struct Timing {
+  double median_ms = 0, min_ms = 0;
+  int64_t extra_peak_bytes = -1;
+};
+
+// `release` drops what a step leaves behind (the gradient), so the peak is measured from a clean baseline.
+template <class Step, class Release>
+Timing time_path(Step step, Release release, const LossBenchOptions& o, const c10::Device& device) {
+  auto sync = [&] {
+    if (device.is_cuda()) cuda_synchronize(device);
+  };
+  for (int64_t i = 0; i < o.warmup; ++i) step();
+  sync();
+  std::vector<double> ms;
+  for (int64_t i = 0; i < o.repeats; ++i) {
+    auto t0 = std::chrono::steady_clock::now();
+    step();
+    sync();
+    ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  std::sort(ms.begin(), ms.end());
+  Timing t;
+  t.median_ms = ms[ms.size() / 2];
+  t.min_ms = ms.front();
+  // Peak memory of one more step beyond the inputs.
+  release();
+  if (device.is_cuda()) {
+    int64_t before = cuda_reset_peak(device);
+    step();
+    sync();
+    t.extra_peak_bytes = cuda_peak_bytes(device) - before;
+  } else {
+    reset_peak_rss();
+    int64_t before = status_kib("VmRSS:");
+    step();
+    int64_t peak = status_kib("VmHWM:");
+    if (before >= 0 && peak >= 0) t.extra_peak_bytes = (peak - before) * 1024;
+  }
+  return t;
+}
+
+}  // namespace
+
+json run_loss_bench(const LossBenchOptions& o) {
+  if (o.rows <= 0) throw Error("--rows: must be > 0, got " + std::to_string(o.rows));
+  if (o.vocab <= 0) throw Error("--vocab: must be > 0, got " + std::to_string(o.vocab));
+  if (o.repeats <= 0) throw Error("--repeats: must be > 0, got " + std::to_string(o.repeats));
+  const at::ScalarType dt = dtype_of(o.dtype);
+  const c10::Device device = resolve_device(o.device);
+  int64_t threads = apply_threads(o.threads);
+  KdLossOptions lo;
+  lo.kind = o.kind == "reverse_kl" ? kernels::Divergence::reverse_kl
+            : o.kind == "jsd"      ? kernels::Divergence::jsd
+            : o.kind == "forward_kl" ? kernels::Divergence::forward_kl
+                                     : throw Error("--kind: '" + o.kind + "' is not one of forward_kl | reverse_kl | jsd");
+  lo.temperature = 2.0;
+  lo.alpha = 0.5;
+
+  torch::manual_seed(0);
+  auto opts = torch::TensorOptions().dtype(dt).device(device);
+  at::Tensor student = (torch::randn({o.rows, o.vocab}, opts.dtype(at::kFloat)) * 2).to(dt).requires_grad_(true);
+  at::Tensor teacher = (torch::randn({o.rows, o.vocab}, opts.dtype(at::kFloat)) * 2).to(dt);
+  at::Tensor labels = torch::randint(0, o.vocab, {o.rows}, opts.dtype(at::kLong));
+  const double normalizer = static_cast<double>(o.rows);
+
+  auto release = [&] { student.mutable_grad().reset(); };
+  auto fused_step = [&] {
+    student.mutable_grad().reset();
+    distill::kd_loss(student, teacher, labels, lo, normalizer).loss.backward();
+  };
+  auto composite_step = [&] {
+    student.mutable_grad().reset();
+    distill::kd_loss_composite(student, teacher, labels, lo, normalizer).loss.backward();
+  };
+  const int64_t elem = static_cast<int64_t>(c10::elementSize(dt));
+  const double bytes = static_cast<double>(o.rows) * static_cast<double>(o.vocab) * 3.0 * static_cast<double>(elem);
+  json out = {{"rows", o.rows},       {"vocab", o.vocab},   {"dtype", o.dtype},     {"device", device.str()},
+              {"kind", o.kind},       {"threads", threads}, {"repeats", o.repeats}, {"model_bytes", bytes},
+              {"gradient_bytes", o.rows * o.vocab * elem}};
+  if (device.is_cuda()) out["device_name"] = cuda_device_name(device);
+  auto record = [&](const char* name, const Timing& t) {
+    out[name] = {{"median_ms", t.median_ms},
+                 {"min_ms", t.min_ms},
+                 {"gb_per_s", bytes / (t.median_ms * 1e-3) / 1e9},
+                 {"extra_peak_bytes", t.extra_peak_bytes}};
+  };
+  Timing fused = time_path(fused_step, release, o, device);
+  record("fused", fused);
+  if (o.composite) {
+    Timing composite = time_path(composite_step, release, o, device);
+    record("composite", composite);
+    out["speedup"] = composite.median_ms / fused.median_ms;
+  }
+  return out;
+}
+
+std::string format_loss_bench(const json& r) {
+  std::ostringstream s;
+  char line[256];
+  std::snprintf(line, sizeof line, "kd loss forward+backward, %s [%lld, %lld] %s on %s%s, %lld threads, median of %lld\n",
+                r["kind"].get<std::string>().c_str(), static_cast<long long>(r["rows"].get<int64_t>()),
+                static_cast<long long>(r["vocab"].get<int64_t>()), r["dtype"].get<std::string>().c_str(),
+                r["device"].get<std::string>().c_str(),
+                r.contains("device_name") ? (" (" + r["device_name"].get<std::string>() + ")").c_str() : "",
+                static_cast<long long>(r["threads"].get<int64_t>()), static_cast<long long>(r["repeats"].get<int64_t>()));
+  s << line;
+  std::snprintf(line, sizeof line, "%-10s %10s %10s %12s %18s\n", "path", "median ms", "min ms", "GB/s", "extra peak MB");
+  s << line;
+  for (const char* name : {"fused", "composite"}) {
+    if (!r.contains(name)) continue;
+    const json& p = r[name];
+    int64_t peak = p["extra_peak_bytes"];
+    std::snprintf(line, sizeof line, "%-10s %10.3f %10.3f %12.1f %18s\n", name, p["median_ms"].get<double>(),
+                  p["min_ms"].get<double>(), p["gb_per_s"].get<double>(),
+                  peak < 0 ? "n/a" : std::to_string(static_cast<double>(peak) / 1e6).substr(0, 8).c_str());
+    s << line;
+  }
+  std::snprintf(line, sizeof line, "gradient %.1f MB; ", static_cast<double>(r["gradient_bytes"].get<int64_t>()) / 1e6);
+  s << line;
+  if (r.contains("speedup")) {
+    std::snprintf(line, sizeof line, "fused is %.2fx the composite's speed\n", r["speedup"].get<double>());
+    s << line;
+  } else {
+    s << "\n";
+  }
+  return s.str();
+}
+
+}  // namespace distill

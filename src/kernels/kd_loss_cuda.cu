@@ -1,0 +1,1115 @@
+// Fused distillation loss on CUDA: forward KL / reverse KL / generalized JSD between the tempered teacher and
+// student softmaxes, the T = 1 cross-entropy on the hard labels, the alpha mix and all scalings, and the
+// gradient w.r.t. the student logits, in one kernel launch over the rows plus one tiny launch that sums the
+// per-row values in a fixed order (no float atomics: bit-identical results run to run).
+//
+// Fuses: upcast (bf16/f16 -> fp32), 1/T, both online softmaxes (Milakov & Gimelshein 2018), the divergence,
+// the cross-entropy, the gradient (written in the student's dtype in the same launch). Never materialises:
+// P, Q, log P, log Q, M, or any fp32 copy of the logits. Global memory traffic per element: read s, read t,
+// write ds, plus whatever part of the row the second sweep re-reads (none in cluster_per_row).
+//
+// Everything runs in base 2: with k = log2(e) / T, exponents are (x - rowmax) * k, so ex2.approx does the
+// exp without a rescaling multiply, and the (x - rowmax) difference cancels large common offsets exactly.
+// Raw-pointer CUDA: needs only the CUDA runtime (and cuda_bf16.h / cuda_fp16.h, header-only).
+#include <cooperative_groups.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+#include "distill/kernels/kd_loss_kernels.h"
+
+namespace cg = cooperative_groups;
+
+namespace distill::kernels {
+namespace {
+
+constexpr float kLog2e = 1.4426950408889634f;
+constexpr float kLn2 = 0.6931471805599453f;
+constexpr float kLowest = -3.402823466e38f;  // running-max sentinel: finite, so (-inf) - kLowest = -inf, never NaN
+constexpr float kNegInf = -__builtin_huge_valf();
+
+constexpr int kMaxThreads = 512;       // block size of all row kernels
+constexpr int kPack = 8;               // elements per vector pack: 16 bytes of 16-bit logits, 32 bytes of fp32
+constexpr int64_t kWarpRowsMaxV = 2048;  // V above this: a block (or a cluster) per row
+
+// What the per-element code computes; the kernels are instantiated per kind.
+enum Kind : int { kForward = 0, kReverse = 1, kJsd = 2, kSparse = 3 };
+// Gradient of the divergence per row (kNone: no KD gradient for this row).
+enum GradKind : int { kGradNone = 0, kGradForward = 1, kGradReverse = 2, kGradJsd = 3, kGradScaledQ = 4 };
+
+// Everything a launch needs, by value in kernel parameter space.
+struct Params {
+  int64_t rows, vocab;
+  const void* student;
+  int64_t s_stride;
+  const void* teacher;
+  int64_t t_stride;
+  const int64_t* topk_index;
+  const void* topk_logits;
+  int64_t topk;
+  const float* teacher_lse;
+  bool tail;
+  const int64_t* labels;
+  int64_t ignore_index;
+  void* grad;
+  float* row_kd;  // never null: the caller's or the workspace
+  float* row_ce;
+  float k;            // log2(e) / T
+  float ck;           // alpha * inv_normalizer * (T^2 or 1) / T
+  float cc;           // (1 - alpha) * inv_normalizer, 0 without labels
+  float kd_scale;     // T^2 or 1
+  float beta, log2_beta, log2_1m_beta;
+  bool sep_ce;   // labels and T != 1: the cross-entropy has its own T = 1 sums
+  bool ce_grad;  // labels and alpha != 1
+};
+
+// ------------------------------------------------------------------------------------------------------------
+// Device helpers
+
+__device__ __forceinline__ float ex2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+__device__ __forceinline__ float lg2(float x) {
+  float y;
+  asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+  return y;
+}
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+
+template <class T>
+__device__ __forceinline__ T from_f32(float x);
+template <>
+__device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) { return __float2bfloat16_rn(x); }
+template <>
+__device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+
+// Bit patterns of one logit (no type punning through pointers: everything goes through these).
+__device__ __forceinline__ uint32_t bits_of(float x) { return __float_as_uint(x); }
+__device__ __forceinline__ uint32_t bits_of(__nv_bfloat16 x) { return __bfloat16_as_ushort(x); }
+__device__ __forceinline__ uint32_t bits_of(__half x) { return __half_as_ushort(x); }
+
+template <class T>
+__device__ __forceinline__ float bits_to_f32(uint32_t b);
+template <>
+__device__ __forceinline__ float bits_to_f32<float>(uint32_t b) { return __uint_as_float(b); }
+template <>
+__device__ __forceinline__ float bits_to_f32<__nv_bfloat16>(uint32_t b) { return __uint_as_float(b << 16); }
+template <>
+__device__ __forceinline__ float bits_to_f32<__half>(uint32_t b) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(b)));
+}
+
+template <class T>
+__device__ __forceinline__ T from_bits(uint32_t b);
+template <>
+__device__ __forceinline__ float from_bits<float>(uint32_t b) { return __uint_as_float(b); }
+template <>
+__device__ __forceinline__ __nv_bfloat16 from_bits<__nv_bfloat16>(uint32_t b) {
+  return __ushort_as_bfloat16(static_cast<unsigned short>(b));
+}
+template <>
+__device__ __forceinline__ __half from_bits<__half>(uint32_t b) { return __ushort_as_half(static_cast<unsigned short>(b)); }
+
+// Eight consecutive logits in their own dtype, as 32-bit words: 16 bytes (16-bit dtypes, two per word) or
+// 32 bytes (fp32).
+template <class T>
+struct alignas(16) Pack {
+  static constexpr int kWords = static_cast<int>(sizeof(T)) * kPack / 4;
+  static constexpr int kPerWord = 4 / static_cast<int>(sizeof(T));
+  uint32_t u[kWords];
+  __device__ __forceinline__ uint32_t get(int j) const {
+    return kPerWord == 1 ? u[j] : (j & 1) ? u[j >> 1] >> 16 : u[j >> 1] & 0xffffu;
+  }
+  __device__ __forceinline__ void set(int j, uint32_t b) {
+    if (kPerWord == 1) {
+      u[j] = b;
+    } else if (j & 1) {
+      u[j >> 1] |= b << 16;
+    } else {
+      u[j >> 1] = b & 0xffffu;
+    }
+  }
+};
+
+template <class T>
+__device__ __forceinline__ Pack<T> load_pack(const T* p, bool vec) {
+  Pack<T> r;
+  if (vec) {
+#pragma unroll
+    for (int j = 0; j < Pack<T>::kWords / 4; ++j) {
+      const uint4 v = reinterpret_cast<const uint4*>(p)[j];
+      r.u[4 * j] = v.x, r.u[4 * j + 1] = v.y, r.u[4 * j + 2] = v.z, r.u[4 * j + 3] = v.w;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kPack; ++j) r.set(j, bits_of(p[j]));
+  }
+  return r;
+}
+
+template <class T>
+__device__ __forceinline__ void unpack(const Pack<T>& r, float (&x)[kPack]) {
+#pragma unroll
+  for (int j = 0; j < kPack; ++j) x[j] = bits_to_f32<T>(r.get(j));
+}
+
+template <class T>
+__device__ __forceinline__ void store_pack(T* p, bool vec, const float (&g)[kPack]) {
+  Pack<T> r;
+#pragma unroll
+  for (int j = 0; j < kPack; ++j) r.set(j, bits_of(from_f32<T>(g[j])));
+  if (vec) {
+#pragma unroll
+    for (int j = 0; j < Pack<T>::kWords / 4; ++j)
+      reinterpret_cast<uint4*>(p)[j] = make_uint4(r.u[4 * j], r.u[4 * j + 1], r.u[4 * j + 2], r.u[4 * j + 3]);
+  } else {
+#pragma unroll
+    for (int j = 0; j < kPack; ++j) p[j] = from_bits<T>(r.get(j));
+  }
+}
+
+__device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Row layout for packed access: elements [0, head) and [head + 8 * packs, V) one by one, the packs in between
+// with 16-byte loads of the student row (and of the teacher / gradient rows where they are aligned too).
+struct Layout {
+  int64_t head, packs, tail_begin;
+  bool t_vec, g_vec;
+};
+
+template <class TS, class TT>
+__device__ __forceinline__ Layout layout(const TS* s, const TT* t, const TS* g, int64_t n) {
+  Layout l;
+  const int64_t mis = static_cast<int64_t>((16u - (reinterpret_cast<uintptr_t>(s) & 15u)) & 15u) / sizeof(TS);
+  l.head = mis < n ? mis : n;
+  l.packs = (n - l.head) / kPack;
+  l.tail_begin = l.head + l.packs * kPack;
+  l.t_vec = t && aligned16(t + l.head);
+  l.g_vec = g && aligned16(g + l.head);
+  return l;
+}
+
+// Per-thread online statistics; see kd_loss_cpu_rows.inc for the algebra. mt / ms: running maxima of the raw
+// logits; sa, sb: sums of 2^((x - m) k); sc: sum of 2^((s - ms) log2 e) (T = 1, when T != 1); w: forward
+// sum 2^xa (xa - xb) / reverse sum 2^xb (xb - xa) / sparse tail: student mass outside the top-k.
+struct Stats {
+  float mt, ms, sa, sb, sc, w;
+};
+
+constexpr size_t kScratchBytes = 32 * sizeof(Stats);  // block reductions: one Stats per warp
+constexpr size_t kClusterHeader = 1024;                 // scratch + exchange slots, keeps the packs 16-byte aligned
+static_assert(kScratchBytes + sizeof(Stats) + 4 * sizeof(float) <= kClusterHeader, "cluster header");
+
+__device__ __forceinline__ Stats stats_identity() { return Stats{kLowest, kLowest, 0.f, 0.f, 0.f, 0.f}; }
+
+// Merge of two partial statistics. The result does not depend on the order of a and b only if the caller
+// always passes them in the same order; team reductions pass (lower lane, higher lane).
+template <Kind K>
+__device__ __forceinline__ Stats stats_merge(const Stats& a, const Stats& b, float k, bool sep_ce) {
+  Stats r;
+  r.mt = fmaxf(a.mt, b.mt);
+  r.ms = fmaxf(a.ms, b.ms);
+  const float da_a = (a.mt - r.mt) * k, da_b = (b.mt - r.mt) * k;
+  const float db_a = (a.ms - r.ms) * k, db_b = (b.ms - r.ms) * k;
+  const float fb_a = ex2(db_a), fb_b = ex2(db_b);
+  r.sb = a.sb * fb_a + b.sb * fb_b;
+  r.sa = 0.f;
+  r.w = 0.f;
+  if (K != kSparse) {
+    const float fa_a = ex2(da_a), fa_b = ex2(da_b);
+    r.sa = a.sa * fa_a + b.sa * fa_b;
+    if (K == kForward)
+      r.w = fa_a * (a.w + (a.sa > 0.f ? a.sa * (da_a - db_a) : 0.f)) + fa_b * (b.w + (b.sa > 0.f ? b.sa * (da_b - db_b) : 0.f));
+    if (K == kReverse)
+      r.w = fb_a * (a.w + (a.sb > 0.f ? a.sb * (db_a - da_a) : 0.f)) + fb_b * (b.w + (b.sb > 0.f ? b.sb * (db_b - da_b) : 0.f));
+  } else {
+    r.w = a.w * fb_a + b.w * fb_b;
+  }
+  r.sc = sep_ce ? a.sc * ex2((a.ms - r.ms) * kLog2e) + b.sc * ex2((b.ms - r.ms) * kLog2e) : 0.f;
+  return r;
+}
+
+// Adds n elements to a thread's statistics: one rescale per call (to the new maxima), then n exps per row.
+// `outside` has bit j set when element j is outside the sparse top-k (tail mode).
+template <Kind K, int n>
+__device__ __forceinline__ void stats_add(Stats& st, const float* t, const float* s, float k, bool sep_ce,
+                                          uint32_t outside) {
+  float nt = st.mt, ns = st.ms;
+#pragma unroll
+  for (int j = 0; j < n; ++j) {
+    if (K != kSparse) nt = fmaxf(nt, t[j]);
+    ns = fmaxf(ns, s[j]);
+  }
+  if (nt > st.mt || ns > st.ms) {
+    const float da = (st.mt - nt) * k, db = (st.ms - ns) * k;
+    const float fb = ex2(db);
+    if (K != kSparse) {
+      const float fa = ex2(da);
+      if (K == kForward) st.w = fa * (st.w + (st.sa > 0.f ? st.sa * (da - db) : 0.f));
+      if (K == kReverse) st.w = fb * (st.w + (st.sb > 0.f ? st.sb * (db - da) : 0.f));
+      st.sa *= fa;
+    } else {
+      st.w *= fb;
+    }
+    st.sb *= fb;
+    if (sep_ce) st.sc *= ex2((st.ms - ns) * kLog2e);
+    st.mt = nt;
+    st.ms = ns;
+  }
+#pragma unroll
+  for (int j = 0; j < n; ++j) {
+    const float xb = (s[j] - st.ms) * k;
+    const float eb = ex2(xb);
+    st.sb += eb;
+    if (sep_ce) st.sc += ex2((s[j] - st.ms) * kLog2e);
+    if (K != kSparse) {
+      const float xa = (t[j] - st.mt) * k;
+      const float ea = ex2(xa);
+      st.sa += ea;
+      // 0 * log 0 = 0 where the weighting distribution has no mass.
+      if (K == kForward) st.w += t[j] > kNegInf ? ea * (xa - xb) : 0.f;
+      if (K == kReverse) st.w += s[j] > kNegInf ? eb * (xb - xa) : 0.f;
+    } else {
+      if ((outside >> j) & 1u) st.w += eb;
+    }
+  }
+}
+
+// Packs the cluster kernel loads ahead in sweep 1: about 64 bytes of logits in flight per thread.
+template <class TS, class TT, Kind K>
+__host__ __device__ constexpr int unroll_of() {
+  return (sizeof(TS) + (K == kSparse ? 0 : sizeof(TT))) * kPack <= 32 ? 2 : 1;
+}
+
+// Constants of one row once its statistics are known.
+struct RowConsts {
+  float k, mt, ms, l2sa, l2sb, l2sc;  // log2 of the sums
+  float ck, cc, d;                    // d: reverse D / jsd KL(Q||M), in nats
+  float l2beta, l2_1mbeta;
+  int64_t y;  // label, or -1
+  int grad_kind;
+  bool sep_ce, ce_grad;
+};
+
+// log2(2^x + 2^y), -inf when both are -inf.
+__device__ __forceinline__ float logaddexp2(float x, float y) {
+  const float hi = fmaxf(x, y);
+  return hi + lg2(1.f + ex2(-fabsf(x - y)));
+}
+
+// d loss / d s_e (before the dtype conversion).
+__device__ __forceinline__ float grad_elem(float t, float s, int64_t e, const RowConsts& c) {
+  const float lq = (s - c.ms) * c.k - c.l2sb;
+  const float q = ex2(lq);
+  float g = 0.f;
+  switch (c.grad_kind) {
+    case kGradForward: g = c.ck * (q - ex2((t - c.mt) * c.k - c.l2sa)); break;
+    case kGradReverse: {
+      const float lp = (t - c.mt) * c.k - c.l2sa;
+      g = s > kNegInf ? c.ck * q * ((lq - lp) * kLn2 - c.d) : 0.f;
+      break;
+    }
+    case kGradJsd: {
+      const float lp = (t - c.mt) * c.k - c.l2sa;
+      const float lm = logaddexp2(lp + c.l2beta, lq + c.l2_1mbeta);
+      g = s > kNegInf ? c.ck * q * ((lq - lm) * kLn2 - c.d) : 0.f;
+      break;
+    }
+    case kGradScaledQ: g = c.ck * q; break;
+    default: break;
+  }
+  if (c.ce_grad) {
+    const float qc = c.sep_ce ? ex2((s - c.ms) * kLog2e - c.l2sc) : q;
+    g = fmaf(c.cc, qc, g);
+    if (e == c.y) g -= c.cc;
+  }
+  return g;
+}
+
+// JSD sweep 2 terms of one element: P (log P - log M) and Q (log Q - log M), in bits.
+__device__ __forceinline__ void jsd_terms(float t, float s, const RowConsts& c, float& pm, float& qm) {
+  const float lp = (t - c.mt) * c.k - c.l2sa, lq = (s - c.ms) * c.k - c.l2sb;
+  const float lm = logaddexp2(lp + c.l2beta, lq + c.l2_1mbeta);
+  pm += t > kNegInf ? ex2(lp) * (lp - lm) : 0.f;
+  qm += s > kNegInf ? ex2(lq) * (lq - lm) : 0.f;
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Teams: the threads that share a row. A sub-warp team (2^k <= 32 lanes, several rows per warp) reduces with
+// shuffles; a block team adds a pass through shared memory. Every reduction is a fixed pattern, and every
+// thread of the team ends with the same bits.
+
+struct Team {
+  int size, rank;
+  unsigned mask;  // the team's lanes in the warp (sub-warp teams)
+  bool block;
+  float* scratch;  // block teams: 32 * sizeof(Stats) bytes of shared memory
+};
+
+__device__ __forceinline__ void team_sync(const Team& tm) {
+  if (tm.block) {
+    __syncthreads();
+  } else {
+    __syncwarp(tm.mask);
+  }
+}
+
+__device__ __forceinline__ float shfl_xor(const Team& tm, float v, int off) {
+  return __shfl_xor_sync(tm.block ? 0xffffffffu : tm.mask, v, off, 32);
+}
+
+__device__ __forceinline__ Stats shfl_xor(const Team& tm, const Stats& s, int off) {
+  return Stats{shfl_xor(tm, s.mt, off), shfl_xor(tm, s.ms, off), shfl_xor(tm, s.sa, off),
+               shfl_xor(tm, s.sb, off), shfl_xor(tm, s.sc, off), shfl_xor(tm, s.w, off)};
+}
+
+template <Kind K>
+__device__ Stats team_merge(const Team& tm, Stats st, float k, bool sep_ce) {
+  const int lane = threadIdx.x & 31;
+  const int width = tm.block ? 32 : tm.size;
+  for (int off = width / 2; off > 0; off >>= 1) {
+    const Stats other = shfl_xor(tm, st, off);
+    st = (lane & off) ? stats_merge<K>(other, st, k, sep_ce) : stats_merge<K>(st, other, k, sep_ce);
+  }
+  if (!tm.block) return st;
+  Stats* part = reinterpret_cast<Stats*>(tm.scratch);
+  const int warps = blockDim.x / 32;
+  if (lane == 0) part[threadIdx.x / 32] = st;
+  __syncthreads();
+  st = part[0];
+  for (int w = 1; w < warps; ++w) st = stats_merge<K>(st, part[w], k, sep_ce);
+  __syncthreads();
+  return st;
+}
+
+// op: 0 sum, 1 max.
+template <int op>
+__device__ float team_reduce(const Team& tm, float v) {
+  const int width = tm.block ? 32 : tm.size;
+  for (int off = width / 2; off > 0; off >>= 1) {
+    const float o = shfl_xor(tm, v, off);
+    v = op == 0 ? v + o : fmaxf(v, o);  // a + b == b + a exactly: every lane gets the same bits
+  }
+  if (!tm.block) return v;
+  const int warps = blockDim.x / 32;
+  if ((threadIdx.x & 31) == 0) tm.scratch[threadIdx.x / 32] = v;
+  __syncthreads();
+  v = tm.scratch[0];
+  for (int w = 1; w < warps; ++w) v = op == 0 ? v + tm.scratch[w] : fmaxf(v, tm.scratch[w]);
+  __syncthreads();
+  return v;
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Kernels
+
+// Shared per-row finishing steps for the team and cluster kernels: the row constants from merged statistics.
+// Returns false when the student row is all -inf (the row counts nowhere).
+template <Kind K>
+__device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int64_t y, bool has_teacher_mass,
+                                           RowConsts& c) {
+  c.k = p.k;
+  c.mt = st.mt;
+  c.ms = st.ms;
+  c.l2sb = log2f(st.sb);
+  c.l2sa = st.sa > 0.f ? log2f(st.sa) : 0.f;
+  c.l2sc = p.sep_ce ? log2f(st.sc) : c.l2sb;
+  c.ck = p.ck;
+  c.cc = p.cc;
+  c.d = 0.f;
+  c.l2beta = p.log2_beta;
+  c.l2_1mbeta = p.log2_1m_beta;
+  c.y = y;
+  c.sep_ce = p.sep_ce;
+  c.ce_grad = p.ce_grad;
+  c.grad_kind = kGradNone;
+  if (K == kForward && has_teacher_mass) c.grad_kind = kGradForward;
+  if (K == kReverse && has_teacher_mass) c.grad_kind = kGradReverse;
+  if (K == kJsd && has_teacher_mass) c.grad_kind = kGradJsd;
+  return st.sb > 0.f;
+}
+
+// Rows in teams of `team_size` threads (a power of two <= 32, or the whole block). Dynamic shared memory:
+// [32 Stats of reduction scratch][sparse tail: top-k bitmaps, one per team][block teams: the first
+// `cache_packs` packs of the student and teacher rows, so that later sweeps read them from shared memory].
+template <class TS, class TT, Kind K>
+__global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int team_size, int64_t cache_packs,
+                                                              int bitmap_words) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  Team tm;
+  tm.block = team_size > 32;
+  tm.size = team_size;
+  tm.rank = threadIdx.x % team_size;
+  const int team = threadIdx.x / team_size;
+  tm.mask = tm.block || team_size == 32 ? 0xffffffffu
+                                        : ((1u << team_size) - 1u) << ((threadIdx.x & 31) / team_size * team_size);
+  tm.scratch = reinterpret_cast<float*>(smem);
+  uint32_t* bitmap = reinterpret_cast<uint32_t*>(smem + 32 * sizeof(Stats)) + team * bitmap_words;
+  unsigned char* cache = smem + 32 * sizeof(Stats) + sizeof(uint32_t) * bitmap_words * (blockDim.x / team_size);
+  Pack<TS>* s_cache = reinterpret_cast<Pack<TS>*>(cache);
+  Pack<TT>* t_cache = reinterpret_cast<Pack<TT>*>(cache + cache_packs * sizeof(Pack<TS>));
+
+  const int64_t i = static_cast<int64_t>(blockIdx.x) * (blockDim.x / team_size) + team;
+  if (i >= p.rows) return;  // whole teams only; block teams have one row per block
+  const int64_t V = p.vocab;
+  const TS* srow = static_cast<const TS*>(p.student) + i * p.s_stride;
+  const TT* trow = K != kSparse ? static_cast<const TT*>(p.teacher) + i * p.t_stride : nullptr;
+  TS* grow = p.grad ? static_cast<TS*>(p.grad) + i * V : nullptr;
+  const Layout L = layout(srow, trow, grow, V);
+  const int64_t y = p.labels ? p.labels[i] : -1;
+  const float zero[kPack] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+
+  auto zero_row = [&]() {
+    if (grow) {
+      for (int64_t q = tm.rank; q < L.packs; q += tm.size) store_pack(grow + L.head + q * kPack, L.g_vec, zero);
+      for (int64_t e = tm.rank; e < L.head; e += tm.size) grow[e] = from_f32<TS>(0.f);
+      for (int64_t e = L.tail_begin + tm.rank; e < V; e += tm.size) grow[e] = from_f32<TS>(0.f);
+    }
+    if (tm.rank == 0) p.row_kd[i] = 0.f, p.row_ce[i] = 0.f;
+  };
+  if (p.labels && y == p.ignore_index) {
+    zero_row();
+    return;
+  }
+
+  // Sparse tail mode: the team's bitmap of top-k membership for this row.
+  const int64_t* topk_index = K == kSparse ? p.topk_index + i * p.topk : nullptr;
+  const bool tail = K == kSparse && p.tail;
+  if (tail) {
+    for (int w = tm.rank; w < bitmap_words; w += tm.size) bitmap[w] = 0u;
+    team_sync(tm);
+    for (int64_t q = tm.rank; q < p.topk; q += tm.size) {
+      const int64_t v = topk_index[q];
+      if (v >= 0 && v < V) atomicOr(&bitmap[v >> 5], 1u << (v & 31));
+    }
+    team_sync(tm);
+  }
+  auto outside = [&](int64_t e, int n) -> uint32_t {  // n bits starting at element e
+    if (!tail) return 0u;
+    uint32_t bits = 0u;
+    for (int j = 0; j < n; ++j) bits |= (((bitmap[(e + j) >> 5] >> ((e + j) & 31)) & 1u) ^ 1u) << j;
+    return bits;
+  };
+
+  // Sweep 1: statistics (and the shared-memory copy of the row's first packs). (Loading two packs ahead, as
+  // the cluster kernel does, costs this kernel spills at 64 registers.)
+  constexpr int kUnroll = 1;
+  Stats st = stats_identity();
+  for (int64_t q0 = tm.rank; q0 < L.packs; q0 += kUnroll * tm.size) {
+    Pack<TS> sp[kUnroll];
+    Pack<TT> tp[kUnroll];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t q = q0 + u * tm.size;
+      if (q < L.packs) {
+        sp[u] = load_pack(srow + L.head + q * kPack, true);
+        if (K != kSparse) tp[u] = load_pack(trow + L.head + q * kPack, L.t_vec);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t q = q0 + u * tm.size;
+      if (q < L.packs) {
+        float t[kPack], s[kPack];
+        unpack(sp[u], s);
+        if (K != kSparse) unpack(tp[u], t);
+        if (q < cache_packs) {
+          s_cache[q] = sp[u];
+          if (K != kSparse) t_cache[q] = tp[u];
+        }
+        stats_add<K, kPack>(st, t, s, p.k, p.sep_ce, outside(L.head + q * kPack, kPack));
+      }
+    }
+  }
+  auto scalar_elems = [&](auto&& f) {
+    for (int64_t e = tm.rank; e < L.head; e += tm.size) f(e);
+    for (int64_t e = L.tail_begin + tm.rank; e < V; e += tm.size) f(e);
+  };
+  scalar_elems([&](int64_t e) {
+    const float s = to_f32(srow[e]);
+    const float t = K != kSparse ? to_f32(trow[e]) : 0.f;
+    stats_add<K, 1>(st, &t, &s, p.k, p.sep_ce, outside(e, 1));
+  });
+  st = team_merge<K>(tm, st, p.k, p.sep_ce);
+
+  RowConsts c;
+  if (!row_consts<K>(p, st, y, st.sa > 0.f, c)) {  // the student row is all -inf
+    team_sync(tm);
+    zero_row();
+    return;
+  }
+  const bool label_ok = y >= 0 && y < V;
+  float ce = 0.f;
+  if (p.labels) ce = label_ok ? c.l2sc * kLn2 - (to_f32(srow[y]) - c.ms) : __int_as_float(0x7fc00000);
+
+  // Fetch pack q of sweeps 2 and 3: from shared memory when cached.
+  auto get_pack = [&](int64_t q, float (&t)[kPack], float (&s)[kPack]) {
+    const int64_t e = L.head + q * kPack;
+    if (q < cache_packs) {
+      unpack(s_cache[q], s);
+      if (K != kSparse) unpack(t_cache[q], t);
+    } else {
+      unpack(load_pack(srow + e, true), s);
+      if (K != kSparse) unpack(load_pack(trow + e, L.t_vec), t);
+    }
+  };
+  if (cache_packs > 0) __syncthreads();  // cached packs are read by other threads below
+
+  float D = 0.f;
+  float sparse_max = 0.f, sparse_l2s = 0.f;
+  bool overwrite_topk = false;
+  if (K == kForward) {
+    if (st.sa > 0.f) D = (st.w / st.sa + c.l2sb - c.l2sa) * kLn2;
+  } else if (K == kReverse) {
+    if (st.sa > 0.f) D = (st.w / st.sb + c.l2sa - c.l2sb) * kLn2;
+    c.d = D;
+  } else if (K == kJsd) {
+    if (st.sa > 0.f) {
+      // Sweep 2: KL(P||M), KL(Q||M). Block teams walk backwards: the packs read last are still in L2.
+      float pm = 0.f, qm = 0.f;
+      for (int64_t q = L.packs - 1 - tm.rank; q >= 0; q -= tm.size) {
+        float t[kPack], s[kPack];
+        get_pack(q, t, s);
+#pragma unroll
+        for (int j = 0; j < kPack; ++j) jsd_terms(t[j], s[j], c, pm, qm);
+      }
+      scalar_elems([&](int64_t e) { jsd_terms(to_f32(trow[e]), to_f32(srow[e]), c, pm, qm); });
+      pm = team_reduce<0>(tm, pm) * kLn2;
+      qm = team_reduce<0>(tm, qm) * kLn2;
+      D = p.beta * pm + (1.f - p.beta) * qm;
+      c.d = qm;
+      c.ck *= 1.f - p.beta;
+    }
+  } else {
+    // Sparse teacher: K (index, logit) pairs, spread over the team.
+    const TT* kl = static_cast<const TT*>(p.topk_logits) + i * p.topk;
+    bool in_range = true;
+    for (int64_t q = tm.rank; q < p.topk; q += tm.size) in_range = in_range && topk_index[q] >= 0 && topk_index[q] < V;
+    in_range = team_reduce<1>(tm, in_range ? 0.f : 1.f) == 0.f;
+    auto lq_at = [&](int64_t v) { return (to_f32(srow[v]) - c.ms) * c.k - c.l2sb; };
+    if (!in_range) {
+      D = __int_as_float(0x7fc00000);
+    } else if (!p.tail) {
+      float mk = kNegInf;
+      for (int64_t q = tm.rank; q < p.topk; q += tm.size) mk = fmaxf(mk, to_f32(kl[q]));
+      mk = team_reduce<1>(tm, mk);
+      if (mk > kNegInf) {
+        float sk = 0.f;
+        for (int64_t q = tm.rank; q < p.topk; q += tm.size) sk += ex2((to_f32(kl[q]) - mk) * p.k);
+        sk = team_reduce<0>(tm, sk);
+        sparse_max = mk;
+        sparse_l2s = log2f(sk);
+        float d = 0.f;
+        for (int64_t q = tm.rank; q < p.topk; q += tm.size) {
+          const float lp = (to_f32(kl[q]) - mk) * p.k - sparse_l2s;
+          if (lp > kNegInf) d += ex2(lp) * (lp - lq_at(topk_index[q]));
+        }
+        D = team_reduce<0>(tm, d) * kLn2;
+        c.grad_kind = kGradScaledQ;
+        overwrite_topk = true;
+      }
+    } else {
+      const float l2lse = p.teacher_lse[i] * kLog2e;
+      float sum_p = 0.f, d = 0.f;
+      for (int64_t q = tm.rank; q < p.topk; q += tm.size) {
+        const float lp = to_f32(kl[q]) * p.k - l2lse;
+        const float pk = ex2(lp);
+        if (pk > 0.f) d += pk * (lp - lq_at(topk_index[q]));
+        sum_p += pk;
+      }
+      sum_p = team_reduce<0>(tm, sum_p);
+      D = team_reduce<0>(tm, d) * kLn2;
+      float m_t = 1.f - sum_p;
+      if (m_t < static_cast<float>(kd_loss_tail_mass_floor)) m_t = 0.f;
+      const float m_s = st.w / st.sb;
+      if (m_t > 0.f) D += m_t * (logf(m_t) - logf(m_s));
+      c.ck *= 1.f - (m_s > 0.f ? m_t / m_s : 0.f);
+      c.grad_kind = kGradScaledQ;
+      overwrite_topk = true;
+    }
+  }
+  if (tm.rank == 0) {
+    p.row_kd[i] = fmaxf(D, 0.f) * p.kd_scale;  // fmaxf(NaN, 0) would be 0: keep NaN
+    if (D != D) p.row_kd[i] = D;
+    p.row_ce[i] = ce;
+  }
+  if (!grow) return;
+  if (p.ck == 0.f) c.grad_kind = kGradNone, overwrite_topk = false;  // alpha == 0
+
+  // Gradient sweep. Block teams walk forwards after a backward sweep 2 and backwards otherwise, so that the
+  // packs they read first are the ones read most recently.
+  const bool backwards = tm.block && K != kJsd;
+  for (int64_t n = tm.rank; n < L.packs; n += tm.size) {
+    const int64_t q = backwards ? L.packs - 1 - n : n;
+    float t[kPack], s[kPack], g[kPack];
+    get_pack(q, t, s);
+    const int64_t e = L.head + q * kPack;
+#pragma unroll
+    for (int j = 0; j < kPack; ++j) g[j] = grad_elem(t[j], s[j], e + j, c);
+    store_pack(grow + e, L.g_vec, g);
+  }
+  scalar_elems([&](int64_t e) {
+    const float t = K != kSparse ? to_f32(trow[e]) : 0.f;
+    grow[e] = from_f32<TS>(grad_elem(t, to_f32(srow[e]), e, c));
+  });
+  if (K == kSparse && overwrite_topk) {
+    // On the top-k the gradient is ck0 (Q - P) (ck0: before the tail factor), recomputed whole so that it is
+    // rounded to the student's dtype once. The barrier orders it after the dense stores of other threads.
+    team_sync(tm);
+    const TT* kl = static_cast<const TT*>(p.topk_logits) + i * p.topk;
+    const float l2lse = p.tail ? p.teacher_lse[i] * kLog2e : 0.f;
+    for (int64_t q = tm.rank; q < p.topk; q += tm.size) {
+      const int64_t v = topk_index[q];
+      const float sv = to_f32(srow[v]);
+      const float qv = ex2((sv - c.ms) * c.k - c.l2sb);
+      const float tk = to_f32(kl[q]);
+      const float lp = p.tail ? tk * p.k - l2lse : (tk - sparse_max) * p.k - sparse_l2s;
+      float g = p.ck * (qv - ex2(lp));
+      if (p.ce_grad) {
+        g += p.cc * (p.sep_ce ? ex2((sv - c.ms) * kLog2e - c.l2sc) : qv);
+        if (v == y) g -= p.cc;
+      }
+      grow[v] = from_f32<TS>(g);
+    }
+  }
+}
+
+// One row per thread-block cluster of `cluster` blocks (sm_90): block r owns the slice
+// [r * slice, (r + 1) * slice) of the row and keeps all of its packs in shared memory, so the gradient sweep
+// reads nothing from global memory. Statistics are merged across the cluster through distributed shared
+// memory, in rank order (identical bits in every block). Dense teachers only.
+// Dynamic shared memory: [kClusterHeader bytes: 32 Stats scratch, the Stats exchange slot, the JSD slot]
+// [slice packs of s][slice packs of t].
+template <class TS, class TT, Kind K>
+__global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, int64_t slice) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  cg::cluster_group cluster = cg::this_cluster();
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int nblocks = static_cast<int>(cluster.num_blocks());
+  Team tm;
+  tm.block = true;
+  tm.size = blockDim.x;
+  tm.rank = threadIdx.x;
+  tm.mask = 0xffffffffu;
+  tm.scratch = reinterpret_cast<float*>(smem);
+  Stats* slot = reinterpret_cast<Stats*>(smem + kScratchBytes);
+  float* jsd_slot = reinterpret_cast<float*>(smem + kScratchBytes + sizeof(Stats));
+  unsigned char* cache = smem + kClusterHeader;
+  const int64_t slice_packs = slice / kPack + 1;  // upper bound for any alignment of the slice start
+  Pack<TS>* s_cache = reinterpret_cast<Pack<TS>*>(cache);
+  Pack<TT>* t_cache = reinterpret_cast<Pack<TT>*>(cache + slice_packs * sizeof(Pack<TS>));
+
+  const int64_t i = static_cast<int64_t>(blockIdx.x) / nblocks;
+  const int64_t V = p.vocab;
+  const int64_t lo = rank * slice < V ? rank * slice : V, hi = lo + slice < V ? lo + slice : V;
+  const TS* srow_full = static_cast<const TS*>(p.student) + i * p.s_stride;
+  const TS* srow = srow_full + lo;
+  const TT* trow = static_cast<const TT*>(p.teacher) + i * p.t_stride + lo;
+  TS* grow = p.grad ? static_cast<TS*>(p.grad) + i * V + lo : nullptr;
+  const int64_t n = hi - lo;
+  const Layout L = layout(srow, trow, grow, n);
+  const int64_t y = p.labels ? p.labels[i] : -1;
+  const bool ignored = p.labels && y == p.ignore_index;
+
+  Stats st = stats_identity();
+  if (!ignored) {
+    constexpr int kUnroll = unroll_of<TS, TT, K>();
+    for (int64_t q0 = tm.rank; q0 < L.packs; q0 += kUnroll * tm.size) {
+      Pack<TS> sp[kUnroll];
+      Pack<TT> tp[kUnroll];
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t q = q0 + u * tm.size;
+        if (q < L.packs) {
+          sp[u] = load_pack(srow + L.head + q * kPack, true);
+          tp[u] = load_pack(trow + L.head + q * kPack, L.t_vec);
+        }
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t q = q0 + u * tm.size;
+        if (q < L.packs) {
+          s_cache[q] = sp[u];
+          t_cache[q] = tp[u];
+          float t[kPack], s[kPack];
+          unpack(sp[u], s);
+          unpack(tp[u], t);
+          stats_add<K, kPack>(st, t, s, p.k, p.sep_ce, 0u);
+        }
+      }
+    }
+    for (int64_t e = tm.rank; e < L.head; e += tm.size) {
+      const float s = to_f32(srow[e]), t = to_f32(trow[e]);
+      stats_add<K, 1>(st, &t, &s, p.k, p.sep_ce, 0u);
+    }
+    for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) {
+      const float s = to_f32(srow[e]), t = to_f32(trow[e]);
+      stats_add<K, 1>(st, &t, &s, p.k, p.sep_ce, 0u);
+    }
+  }
+  st = team_merge<K>(tm, st, p.k, p.sep_ce);
+  if (threadIdx.x == 0) *slot = st;
+  cluster.sync();
+  st = *cluster.map_shared_rank(slot, 0);
+  for (int r = 1; r < nblocks; ++r) st = stats_merge<K>(st, *cluster.map_shared_rank(slot, r), p.k, p.sep_ce);
+
+  RowConsts c;
+  const bool live = !ignored && row_consts<K>(p, st, y, st.sa > 0.f, c);
+  float D = 0.f;
+  if (live && st.sa > 0.f) {
+    if (K == kForward) D = (st.w / st.sa + c.l2sb - c.l2sa) * kLn2;
+    if (K == kReverse) D = (st.w / st.sb + c.l2sa - c.l2sb) * kLn2, c.d = D;
+  }
+  if (K == kJsd) {
+    float pm = 0.f, qm = 0.f;
+    if (live && st.sa > 0.f) {
+      for (int64_t q = tm.rank; q < L.packs; q += tm.size) {
+        float t[kPack], s[kPack];
+        unpack(s_cache[q], s);
+        unpack(t_cache[q], t);
+#pragma unroll
+        for (int j = 0; j < kPack; ++j) jsd_terms(t[j], s[j], c, pm, qm);
+      }
+      for (int64_t e = tm.rank; e < L.head; e += tm.size) jsd_terms(to_f32(trow[e]), to_f32(srow[e]), c, pm, qm);
+      for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) jsd_terms(to_f32(trow[e]), to_f32(srow[e]), c, pm, qm);
+    }
+    pm = team_reduce<0>(tm, pm);
+    qm = team_reduce<0>(tm, qm);
+    if (threadIdx.x == 0) jsd_slot[0] = pm, jsd_slot[1] = qm;
+    cluster.sync();
+    pm = 0.f, qm = 0.f;
+    for (int r = 0; r < nblocks; ++r) {
+      const float* o = cluster.map_shared_rank(jsd_slot, r);
+      pm += o[0];
+      qm += o[1];
+    }
+    if (live && st.sa > 0.f) {
+      D = p.beta * pm * kLn2 + (1.f - p.beta) * qm * kLn2;
+      c.d = qm * kLn2;
+      c.ck *= 1.f - p.beta;
+    }
+  }
+  if (rank == 0 && threadIdx.x == 0) {
+    float ce = 0.f;
+    if (live && p.labels)
+      ce = y >= 0 && y < V ? c.l2sc * kLn2 - (to_f32(srow_full[y]) - c.ms) : __int_as_float(0x7fc00000);
+    p.row_kd[i] = D != D ? D : fmaxf(D, 0.f) * p.kd_scale;
+    p.row_ce[i] = ce;
+  }
+  if (grow) {
+    if (live && p.ck == 0.f) c.grad_kind = kGradNone;
+    if (!live) {  // zero gradient: the same sweep with every coefficient 0
+      c = RowConsts{};
+      c.grad_kind = kGradNone;
+      c.ce_grad = false;
+    }
+    // Other threads wrote the cached packs.
+    __syncthreads();
+    for (int64_t q = tm.rank; q < L.packs; q += tm.size) {
+      float t[kPack], s[kPack], g[kPack];
+      unpack(s_cache[q], s);
+      unpack(t_cache[q], t);
+      const int64_t e = L.head + q * kPack;
+#pragma unroll
+      for (int j = 0; j < kPack; ++j) g[j] = live ? grad_elem(t[j], s[j], lo + e + j, c) : 0.f;
+      store_pack(grow + e, L.g_vec, g);
+    }
+    for (int64_t e = tm.rank; e < L.head; e += tm.size)
+      grow[e] = from_f32<TS>(live ? grad_elem(to_f32(trow[e]), to_f32(srow[e]), lo + e, c) : 0.f);
+    for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size)
+      grow[e] = from_f32<TS>(live ? grad_elem(to_f32(trow[e]), to_f32(srow[e]), lo + e, c) : 0.f);
+  }
+  cluster.sync();  // no block may exit while another still reads its shared memory
+}
+
+// sums[] from the per-row values: one block, each thread a fixed stride of rows in double, then a fixed tree.
+__global__ void __launch_bounds__(kMaxThreads) kd_sums_kernel(const float* row_kd, const float* row_ce, int64_t rows,
+                                                              double alpha, double inv_normalizer, float* sums) {
+  __shared__ double kd_part[kMaxThreads], ce_part[kMaxThreads];
+  double kd = 0.0, ce = 0.0;
+  for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
+    kd += row_kd[i];
+    ce += row_ce[i];
+  }
+  kd_part[threadIdx.x] = kd;
+  ce_part[threadIdx.x] = ce;
+  __syncthreads();
+  for (int half = blockDim.x / 2; half > 0; half >>= 1) {
+    if (static_cast<int>(threadIdx.x) < half) {
+      kd_part[threadIdx.x] += kd_part[threadIdx.x + half];
+      ce_part[threadIdx.x] += ce_part[threadIdx.x + half];
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) {
+    sums[0] = static_cast<float>((alpha * kd_part[0] + (1.0 - alpha) * ce_part[0]) * inv_normalizer);
+    sums[1] = static_cast<float>(kd_part[0] * inv_normalizer);
+    sums[2] = static_cast<float>(ce_part[0] * inv_normalizer);
+  }
+}
+
+// ------------------------------------------------------------------------------------------------------------
+// Launchers
+
+void check_launch(const char* what) {
+  const cudaError_t err = cudaGetLastError();
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("kd_loss_forward_cuda: ") + what + " failed: " + cudaGetErrorString(err));
+}
+
+void check_call(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("kd_loss_forward_cuda: ") + what + ": " + cudaGetErrorString(err));
+}
+
+int64_t element_bytes(ScalarType t) { return t == ScalarType::f32 ? 4 : 2; }
+
+struct Device {
+  int sm_major = 0, sms = 1, smem_optin = 48 << 10, smem_per_sm = 48 << 10;
+};
+
+Device current_device() {
+  Device d;
+  int dev = 0;
+  check_call(cudaGetDevice(&dev), "cudaGetDevice");
+  check_call(cudaDeviceGetAttribute(&d.sm_major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  check_call(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
+  check_call(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
+  check_call(cudaDeviceGetAttribute(&d.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev), "cudaDeviceGetAttribute");
+  return d;
+}
+
+// The concrete launch shape of one call.
+struct Plan {
+  CudaVariant variant = CudaVariant::rows_per_warp;
+  int threads = kMaxThreads;
+  int team = 32;             // rows_per_warp: lanes per row
+  int64_t cache_packs = 0;   // block_per_row
+  int bitmap_words = 0;      // sparse tail
+  int cluster = 1;           // cluster_per_row: blocks per row
+  int64_t slice = 0;         // cluster_per_row: elements per block
+  size_t smem = 0;
+  int64_t grid = 0;
+};
+
+Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
+  Plan pl;
+  const int64_t V = a.vocab, N = a.rows;
+  const bool sparse = a.topk_index != nullptr;
+  const int64_t pair_bytes = element_bytes(a.student_dtype) + (sparse ? 0 : element_bytes(a.teacher_dtype));
+  // Top-k bitmap words, a multiple of 4 so that what follows stays 16-byte aligned.
+  const int64_t words = a.topk_index && a.topk_tail == TopkTail::tail ? ((V + 31) / 32 + 3) / 4 * 4 : 0;
+  if (want == CudaVariant::automatic) {
+    want = V <= kWarpRowsMaxV ? CudaVariant::rows_per_warp
+           : (!sparse && V >= 16384 && dev.sm_major >= 9) ? CudaVariant::cluster_per_row
+                                                          : CudaVariant::block_per_row;
+  }
+  if (want == CudaVariant::cluster_per_row) {
+    // The smallest cluster (<= 8, the portable maximum) whose slices let two blocks share an SM (the register
+    // budget allows two 512-thread blocks), else the smallest whose slice fits in one SM's shared memory.
+    pl.cluster = 0;
+    if (!sparse && dev.sm_major >= 9) {
+      for (const int64_t limit : {static_cast<int64_t>(dev.smem_per_sm / 2 - 1024), static_cast<int64_t>(dev.smem_optin)}) {
+        for (int cl : {1, 2, 4, 8}) {
+          const int64_t slice = (V + cl - 1) / cl;
+          const int64_t smem = static_cast<int64_t>(kClusterHeader) + (slice / kPack + 1) * kPack * pair_bytes;
+          if (smem <= limit) {
+            pl.cluster = cl, pl.slice = slice, pl.smem = static_cast<size_t>(smem);
+            break;
+          }
+        }
+        if (pl.cluster > 0) break;
+      }
+    }
+    if (pl.cluster > 0) {
+      pl.variant = CudaVariant::cluster_per_row;
+      pl.threads = kMaxThreads;
+      pl.grid = N * pl.cluster;
+      return pl;
+    }
+    want = CudaVariant::block_per_row;
+  }
+  pl.bitmap_words = static_cast<int>(words);
+  if (want == CudaVariant::rows_per_warp) {
+    // Lanes per row: about 8 elements each, a power of two in [1, 32]; 512 threads per block.
+    int team = 1;
+    while (team < 32 && team * 8 < V) team *= 2;
+    pl.variant = CudaVariant::rows_per_warp;
+    pl.team = team;
+    pl.threads = kMaxThreads;
+    const int64_t rows_per_block = kMaxThreads / team;
+    pl.grid = (N + rows_per_block - 1) / rows_per_block;
+    pl.smem = kScratchBytes + sizeof(uint32_t) * static_cast<size_t>(words) * rows_per_block;
+    if (pl.smem <= static_cast<size_t>(dev.smem_optin)) return pl;
+    pl = Plan{};  // too many top-k bitmaps for one block: one row per block instead
+    pl.bitmap_words = static_cast<int>(words);
+  }
+  // block_per_row: cache as many leading packs as fit while two blocks share an SM.
+  pl.variant = CudaVariant::block_per_row;
+  pl.team = kMaxThreads;
+  pl.threads = kMaxThreads;
+  pl.grid = N;
+  const size_t fixed = kScratchBytes + sizeof(uint32_t) * static_cast<size_t>(words);
+  if (fixed > static_cast<size_t>(dev.smem_optin))
+    throw std::invalid_argument("kd_loss_forward_cuda: TopkTail::tail keeps a V-bit map of the top-k in shared memory; V = " +
+                                std::to_string(V) + " needs " + std::to_string(fixed) + " bytes, the device has " +
+                                std::to_string(dev.smem_optin));
+  const int64_t budget = std::min<int64_t>(dev.smem_optin, dev.smem_per_sm / 2 - 1024) - static_cast<int64_t>(fixed);
+  const int64_t packs = V / kPack;
+  pl.cache_packs = std::max<int64_t>(0, std::min<int64_t>(packs, budget / (kPack * pair_bytes)));
+  pl.smem = fixed + static_cast<size_t>(pl.cache_packs * kPack * pair_bytes);
+  return pl;
+}
+
+Params make_params(const KdLossArgs& a, void* workspace) {
+  Params p{};
+  p.rows = a.rows;
+  p.vocab = a.vocab;
+  p.student = a.student;
+  p.s_stride = a.student_row_stride;
+  p.teacher = a.teacher;
+  p.t_stride = a.teacher_row_stride;
+  p.topk_index = a.topk_index;
+  p.topk_logits = a.topk_logits;
+  p.topk = a.topk;
+  p.teacher_lse = a.teacher_lse;
+  p.tail = a.topk_tail == TopkTail::tail;
+  p.labels = a.labels;
+  p.ignore_index = a.ignore_index;
+  p.grad = a.grad;
+  float* ws = static_cast<float*>(workspace);
+  p.row_kd = a.row_kd ? a.row_kd : ws;
+  p.row_ce = a.row_ce ? a.row_ce : ws + a.rows;
+  const double T = a.temperature;
+  p.k = static_cast<float>(1.4426950408889634 / T);
+  p.kd_scale = static_cast<float>(a.t2_scale ? T * T : 1.0);
+  p.ck = static_cast<float>(a.alpha * static_cast<double>(a.inv_normalizer) * (a.t2_scale ? T : 1.0 / T));
+  p.cc = a.labels ? static_cast<float>((1.0 - a.alpha) * static_cast<double>(a.inv_normalizer)) : 0.0f;
+  p.beta = a.beta;
+  p.log2_beta = static_cast<float>(std::log2(static_cast<double>(a.beta)));
+  p.log2_1m_beta = static_cast<float>(std::log2(1.0 - static_cast<double>(a.beta)));
+  p.sep_ce = a.labels && a.temperature != 1.0f;
+  p.ce_grad = a.labels && p.cc != 0.0f;
+  return p;
+}
+
+Kind kind_of(const KdLossArgs& a) {
+  if (a.topk_index) return kSparse;
+  if (a.kind == Divergence::jsd && a.beta == 0.0f) return kForward;  // exact endpoints
+  if (a.kind == Divergence::jsd && a.beta == 1.0f) return kReverse;
+  return a.kind == Divergence::forward_kl ? kForward : a.kind == Divergence::reverse_kl ? kReverse : kJsd;
+}
+
+template <class TS, class TT, Kind K>
+void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
+  if (pl.variant == CudaVariant::cluster_per_row) {
+    if constexpr (K != kSparse) {
+      auto kernel = kd_cluster_kernel<TS, TT, K>;
+      check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem)),
+                 "cudaFuncSetAttribute");
+      cudaLaunchConfig_t cfg = {};
+      cfg.gridDim = dim3(static_cast<unsigned>(pl.grid));
+      cfg.blockDim = dim3(pl.threads);
+      cfg.dynamicSmemBytes = pl.smem;
+      cfg.stream = stream;
+      cudaLaunchAttribute attr[1];
+      attr[0].id = cudaLaunchAttributeClusterDimension;
+      attr[0].val.clusterDim.x = pl.cluster;
+      attr[0].val.clusterDim.y = 1;
+      attr[0].val.clusterDim.z = 1;
+      cfg.attrs = attr;
+      cfg.numAttrs = 1;
+      check_call(cudaLaunchKernelEx(&cfg, kernel, p, pl.slice), "cluster launch");
+      check_launch("kd_cluster_kernel");
+    }
+    return;
+  }
+  auto kernel = kd_rows_kernel<TS, TT, K>;
+  if (pl.smem > (48u << 10))
+    check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem)),
+               "cudaFuncSetAttribute");
+  kernel<<<static_cast<unsigned>(pl.grid), pl.threads, pl.smem, stream>>>(p, pl.team, pl.cache_packs, pl.bitmap_words);
+  check_launch("kd_rows_kernel");
+}
+
+template <class TS, class TT>
+void launch_kind(Kind kind, const Plan& pl, const Params& p, cudaStream_t stream) {
+  switch (kind) {
+    case kForward: launch_rows<TS, TT, kForward>(pl, p, stream); break;
+    case kReverse: launch_rows<TS, TT, kReverse>(pl, p, stream); break;
+    case kJsd: launch_rows<TS, TT, kJsd>(pl, p, stream); break;
+    case kSparse: launch_rows<TS, TT, kSparse>(pl, p, stream); break;
+  }
+}
+
+template <class TS>
+void launch_teacher(ScalarType tdt, Kind kind, const Plan& pl, const Params& p, cudaStream_t stream) {
+  switch (tdt) {
+    case ScalarType::f32: launch_kind<TS, float>(kind, pl, p, stream); break;
+    case ScalarType::bf16: launch_kind<TS, __nv_bfloat16>(kind, pl, p, stream); break;
+    case ScalarType::f16: launch_kind<TS, __half>(kind, pl, p, stream); break;
+  }
+}
+
+}  // namespace
+
+bool kd_loss_cuda_compiled() { return true; }
+
+int64_t kd_loss_cuda_workspace_bytes(const KdLossArgs& args) {
+  const int64_t bytes = 2 * std::max<int64_t>(args.rows, 1) * static_cast<int64_t>(sizeof(float));
+  return (bytes + 255) / 256 * 256;
+}
+
+std::string kd_loss_cuda_describe(const KdLossArgs& args, CudaVariant variant) {
+  const Plan pl = make_plan(args, variant, current_device());
+  switch (pl.variant) {
+    case CudaVariant::rows_per_warp: return "rows-per-warp/" + std::to_string(pl.team) + " lanes";
+    case CudaVariant::block_per_row:
+      return "block-per-row/" + std::to_string(pl.threads) + " threads, " + std::to_string(pl.cache_packs) + " of " +
+             std::to_string(args.vocab / kPack) + " packs cached";
+    case CudaVariant::cluster_per_row:
+      return "cluster-per-row/" + std::to_string(pl.cluster) + " blocks x " + std::to_string(pl.threads) + " threads";
+    default: return "?";
+  }
+}
+
+void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream) {
+  kd_loss_forward_cuda(args, workspace, stream, CudaVariant::automatic);
+}
+
+void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream_ptr, CudaVariant variant) {
+  kd_loss_check_args(args);
+  cudaStream_t stream = static_cast<cudaStream_t>(stream_ptr);
+  if (args.rows == 0) {
+    check_call(cudaMemsetAsync(args.sums, 0, 3 * sizeof(float), stream), "cudaMemsetAsync");
+    return;
+  }
+  if (!workspace && (!args.row_kd || !args.row_ce))
+    throw std::invalid_argument("kd_loss_forward_cuda: workspace of kd_loss_cuda_workspace_bytes(args) bytes is required");
+  const Plan pl = make_plan(args, variant, current_device());
+  const Params p = make_params(args, workspace);
+  const Kind kind = kind_of(args);
+  switch (args.student_dtype) {
+    case ScalarType::f32: launch_teacher<float>(args.teacher_dtype, kind, pl, p, stream); break;
+    case ScalarType::bf16: launch_teacher<__nv_bfloat16>(args.teacher_dtype, kind, pl, p, stream); break;
+    case ScalarType::f16: launch_teacher<__half>(args.teacher_dtype, kind, pl, p, stream); break;
+  }
+  kd_sums_kernel<<<1, kMaxThreads, 0, stream>>>(p.row_kd, p.row_ce, args.rows, args.alpha, args.inv_normalizer,
+                                                args.sums);
+  check_launch("kd_sums_kernel");
+}
+
+}  // namespace distill::kernels

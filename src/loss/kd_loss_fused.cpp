@@ -1,0 +1,186 @@
+// The fused distillation loss as an autograd op: tensors -> kernels::KdLossArgs -> the CPU or CUDA kernel.
+// The forward writes the gradient; the backward hands it back scaled by grad_output, in place, and skips even
+// that when grad_output is exactly 1 (decided where grad_output lives, so the host never waits on a device).
+#include <torch/torch.h>
+
+#include "distill/error.h"
+#include "distill/loss/kd_loss.h"
+#include "loss/fused_dispatch.h"
+#include "loss/vocab.h"
+
+namespace distill {
+
+at::Tensor fit_teacher_vocab(const at::Tensor& student, const at::Tensor& teacher, VocabPolicy policy) {
+  TORCH_CHECK(teacher.dim() == 2 && teacher.size(0) == student.size(0), "teacher logits ", teacher.sizes(),
+              " do not match student logits ", student.sizes(), " row for row");
+  const int64_t v = student.size(1), v_t = teacher.size(1);
+  if (v_t == v) return teacher;
+  if (v_t < v)
+    throw Error("loss: the teacher has " + std::to_string(v_t) + " outputs, fewer than the student's " + std::to_string(v) +
+                "; the student's extra classes would have no teacher probability. Use a student with " +
+                std::to_string(v_t) + " outputs");
+  if (policy == VocabPolicy::truncate) return teacher.narrow(1, 0, v);
+  throw Error("loss.vocab: the teacher has " + std::to_string(v_t) + " outputs and the student " + std::to_string(v) +
+              " (a padded embedding table?); set loss.vocab to \"truncate\" to compare the first " + std::to_string(v) +
+              " only, if the extra rows are padding");
+}
+
+namespace {
+
+kernels::ScalarType kernel_dtype(const at::Tensor& t, const char* what) {
+  switch (t.scalar_type()) {
+    case at::kFloat: return kernels::ScalarType::f32;
+    case at::kBFloat16: return kernels::ScalarType::bf16;
+    case at::kHalf: return kernels::ScalarType::f16;
+    default: TORCH_CHECK(false, what, " logits must be float32, bfloat16 or float16, got ", t.scalar_type());
+  }
+}
+
+// Rows must be contiguous along the vocabulary; the row stride may be anything (a truncated teacher).
+at::Tensor unit_stride_rows(const at::Tensor& t) { return t.stride(1) == 1 && t.stride(0) >= t.size(1) ? t : t.contiguous(); }
+
+struct FusedInputs {
+  at::Tensor student, teacher, labels, topk_index, topk_logits, teacher_lse;
+};
+
+// Forward outputs: the loss terms and the gradient w.r.t. the student.
+struct FusedOutputs {
+  at::Tensor sums;  // [3] float32: loss, kd, ce
+  at::Tensor grad;  // like student
+};
+
+FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher) {
+  const at::Tensor& s = in.student;
+  TORCH_CHECK(s.dim() == 2, "student logits must be [N, V], got ", s.sizes());
+  TORCH_CHECK(normalizer > 0, "normalizer must be > 0 (the count of valid rows in the step), got ", normalizer);
+  TORCH_CHECK(in.labels.defined() || o.alpha == 1.0 || !has_teacher,
+              "alpha = ", o.alpha, " mixes in cross-entropy, which needs labels");
+  kernels::KdLossArgs a;
+  a.rows = s.size(0);
+  a.vocab = s.size(1);
+  a.student = s.data_ptr();
+  a.student_row_stride = s.stride(0);
+  a.student_dtype = kernel_dtype(s, "student");
+  if (in.topk_index.defined()) {
+    TORCH_CHECK(in.topk_index.dim() == 2 && in.topk_index.size(0) == a.rows && in.topk_index.scalar_type() == at::kLong,
+                "top-k indices must be int64 [N, K] with N = ", a.rows, ", got ", in.topk_index.sizes(), " ",
+                in.topk_index.scalar_type());
+    TORCH_CHECK(in.topk_logits.sizes() == in.topk_index.sizes(), "top-k logits ", in.topk_logits.sizes(),
+                " != top-k indices ", in.topk_index.sizes());
+    a.topk_index = in.topk_index.data_ptr<int64_t>();
+    a.topk_logits = in.topk_logits.data_ptr();
+    a.teacher_dtype = kernel_dtype(in.topk_logits, "teacher");
+    a.topk = in.topk_index.size(1);
+    a.topk_tail = o.topk_tail;
+    if (in.teacher_lse.defined()) {
+      TORCH_CHECK(in.teacher_lse.scalar_type() == at::kFloat && in.teacher_lse.numel() == a.rows,
+                  "teacher lse must be float32 [N], got ", in.teacher_lse.sizes(), " ", in.teacher_lse.scalar_type());
+      a.teacher_lse = in.teacher_lse.data_ptr<float>();
+    }
+  } else {
+    a.teacher = in.teacher.data_ptr();
+    a.teacher_row_stride = in.teacher.stride(0);
+    a.teacher_dtype = kernel_dtype(in.teacher, "teacher");
+  }
+  if (in.labels.defined()) {
+    TORCH_CHECK(in.labels.dim() == 1 && in.labels.size(0) == a.rows && in.labels.scalar_type() == at::kLong,
+                "labels must be int64 [N] with N = ", a.rows, ", got ", in.labels.sizes(), " ", in.labels.scalar_type());
+    a.labels = in.labels.data_ptr<int64_t>();
+  }
+  a.ignore_index = o.ignore_index;
+  a.kind = o.kind;
+  a.beta = static_cast<float>(o.beta);
+  a.temperature = static_cast<float>(o.temperature);
+  a.t2_scale = o.t2_scale;
+  a.alpha = has_teacher ? static_cast<float>(o.alpha) : 0.0f;
+  a.inv_normalizer = static_cast<float>(1.0 / normalizer);
+
+  FusedOutputs out;
+  out.grad = at::empty({a.rows, a.vocab}, s.options());
+  out.sums = at::empty({3}, s.options().dtype(at::kFloat));
+  a.grad = out.grad.data_ptr();
+  a.sums = out.sums.data_ptr<float>();
+  try {
+    kernels::kd_loss_check_args(a);
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK(false, "kd_loss: ", e.what());
+  }
+  if (s.is_cuda()) {
+    detail::kd_loss_forward_cuda_glue(a, s);
+  } else {
+    kernels::kd_loss_forward_cpu(a);
+  }
+  return out;
+}
+
+struct FusedKdLossFunction : public torch::autograd::Function<FusedKdLossFunction> {
+  static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& student,
+                                                const FusedInputs& inputs, const KdLossOptions& options,
+                                                double normalizer, bool has_teacher) {
+    FusedOutputs out = run_fused(inputs, options, normalizer, has_teacher);
+    ctx->saved_data["grad"] = out.grad;
+    at::Tensor loss = out.sums.select(0, 0), kd = out.sums.select(0, 1), ce = out.sums.select(0, 2);
+    ctx->mark_non_differentiable({kd, ce});
+    return {loss, kd, ce};
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grad_outputs) {
+    auto it = ctx->saved_data.find("grad");
+    TORCH_CHECK(it != ctx->saved_data.end() && it->second.isTensor(),
+                "kd_loss: backward called twice; the fused loss hands its gradient over once (no retain_graph)");
+    at::Tensor grad = it->second.toTensor();
+    ctx->saved_data.erase("grad");
+    const at::Tensor& g = grad_outputs[0];
+    if (g.defined()) {
+      if (grad.is_cuda()) {
+        detail::kd_loss_scale_grad_cuda_glue(grad, g);
+      } else if (g.item<float>() != 1.0f) {  // a CPU scalar: reading it costs nothing
+        grad.mul_(g);
+      }
+    }
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
+
+LossTerms apply_fused(const at::Tensor& student, FusedInputs inputs, const KdLossOptions& o, double normalizer,
+                      bool has_teacher) {
+  inputs.student = unit_stride_rows(student);
+  auto outs = FusedKdLossFunction::apply(student, inputs, o, normalizer, has_teacher);
+  LossTerms t{outs[0], outs[1], outs[2]};
+  if (!has_teacher) t.kd = torch::zeros_like(t.kd);
+  return t;
+}
+
+}  // namespace
+
+LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                  const KdLossOptions& o, double normalizer) {
+  TORCH_CHECK(student.dim() == 2, "student logits must be [N, V], got ", student.sizes());
+  FusedInputs in;
+  in.labels = labels.defined() ? labels.contiguous() : labels;
+  bool has_teacher = teacher.defined();
+  if (has_teacher) {
+    TORCH_CHECK(teacher.device() == student.device(), "teacher logits on ", teacher.device(), ", student logits on ",
+                student.device());
+    in.teacher = unit_stride_rows(fit_teacher_vocab(student, teacher.detach(), o.vocab));
+  } else {
+    TORCH_CHECK(labels.defined(), "supervised training (no teacher) needs labels");
+    // No teacher: the kernel still wants one; the student itself gives KL = 0 and alpha is forced to 0.
+    in.teacher = unit_stride_rows(student.detach());
+  }
+  return apply_fused(student, in, o, normalizer, has_teacher);
+}
+
+LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& t, const at::Tensor& labels,
+                         const KdLossOptions& o, double normalizer) {
+  TORCH_CHECK(student.dim() == 2, "student logits must be [N, V], got ", student.sizes());
+  FusedInputs in;
+  in.labels = labels.defined() ? labels.contiguous() : labels;
+  in.topk_index = t.index.contiguous();
+  in.topk_logits = t.logits.detach().contiguous();
+  if (t.lse.defined()) in.teacher_lse = t.lse.detach().to(at::kFloat).contiguous();
+  return apply_fused(student, in, o, normalizer, true);
+}
+
+}  // namespace distill
