@@ -24,7 +24,8 @@ fi
 stage "kernel tests"
 build-gpu/kd_loss_cuda_test 2>&1 | tail -5 | tee "$out/cuda-test.txt"
 stage ctest
-ctest --test-dir build-gpu -j 8 --timeout 600 > "$out/ctest.log" 2>&1
+nm -D "$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib','libtorch_cpu.so'))")" | grep -c "St10filesystem" | sed "s/^/libtorch_cpu std::filesystem symbols exported: /"
+ctest --test-dir build-gpu -j 8 --timeout 600 --output-on-failure > "$out/ctest.log" 2>&1
 ctest_rc=$?
 grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -20
 
