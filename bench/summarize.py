@@ -30,3 +30,6 @@ for key, r in sorted(ours.items()):
     peak = r["fused"].get("extra_peak_bytes", -1) / 1e6
     print(f"{key[0]:>8}x{key[1]:<9} {key[2]:>5} {fused:9.3f} {100 * frac:5.1f}% {aten:8.3f} {eager:9.3f} {comp:10.3f} "
           f"{eager / fused:8.2f} {comp / fused:9.2f} {peak:8.1f}")
+    for name, k in r.get("kernel", {}).items():
+        kfrac = r["model_bytes"] / (k["median_ms"] * 1e-3) / copy["bytes_per_s"] if copy else float("nan")
+        print(f"{'':>20} kernel {name:<16} {k['median_ms']:8.3f} ms {100 * kfrac:5.1f}%  {k['shape']}")

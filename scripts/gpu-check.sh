@@ -21,13 +21,11 @@ if ! cmake --build build-gpu -j 16 -- -k 0 > "$out/build.log" 2>&1; then
   grep -E "error|Error" -A4 "$out/build.log" | head -120
   exit 1
 fi
-stage "kernel tests"
-build-gpu/kd_loss_cuda_test 2>&1 | tail -5 | tee "$out/cuda-test.txt"
 stage ctest
 nm -D "$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib','libtorch_cpu.so'))")" | grep -c "St10filesystem" | sed "s/^/libtorch_cpu std::filesystem symbols exported: /"
 ctest --test-dir build-gpu -j 8 --timeout 600 --output-on-failure > "$out/ctest.log" 2>&1
 ctest_rc=$?
-grep -E "tests passed|Failed|\*\*\*" "$out/ctest.log" | tail -20
+grep -E "tests passed|Failed|\*\*\*|Skipped" "$out/ctest.log" | tail -25
 
 stage bench
 : > "$out/bench.jsonl"

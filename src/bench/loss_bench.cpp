@@ -125,6 +125,35 @@ json run_loss_bench(const LossBenchOptions& o) {
   };
   Timing fused = time_path(fused_step, release, o, device);
   record("fused", fused);
+  if (device.is_cuda()) {
+    // The raw kernel per variant: where the op's time goes (kernel vs. autograd and allocation).
+    at::Tensor grad = at::empty_like(student.detach());
+    at::Tensor sums = at::empty({3}, opts.dtype(at::kFloat));
+    kernels::KdLossArgs a;
+    a.rows = o.rows;
+    a.vocab = o.vocab;
+    a.student = student.data_ptr();
+    a.student_row_stride = o.vocab;
+    a.teacher = teacher.data_ptr();
+    a.teacher_row_stride = o.vocab;
+    a.student_dtype = a.teacher_dtype = dt == at::kFloat ? kernels::ScalarType::f32
+                                        : dt == at::kBFloat16 ? kernels::ScalarType::bf16 : kernels::ScalarType::f16;
+    a.labels = labels.data_ptr<int64_t>();
+    a.kind = lo.kind;
+    a.temperature = static_cast<float>(lo.temperature);
+    a.alpha = static_cast<float>(lo.alpha);
+    a.inv_normalizer = static_cast<float>(1.0 / normalizer);
+    a.grad = grad.data_ptr();
+    a.sums = sums.data_ptr<float>();
+    json kernels_json = json::object();
+    const char* names[] = {"automatic", "rows_per_warp", "block_per_row", "cluster_per_row"};
+    for (int v = 0; v < 4; ++v) {
+      double ms = cuda_kernel_median_ms(a, v, o.repeats, device);
+      kernels_json[names[v]] = {{"median_ms", ms}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
+                                {"shape", kernels::kd_loss_cuda_describe(a, static_cast<kernels::CudaVariant>(v))}};
+    }
+    out["kernel"] = kernels_json;
+  }
   if (o.composite) {
     Timing composite = time_path(composite_step, release, o, device);
     record("composite", composite);
