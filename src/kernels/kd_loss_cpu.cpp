@@ -139,7 +139,8 @@ void kd_loss_forward_cpu(const KdLossArgs& args, CpuIsa isa) {
   kd_loss_check_args(args);
   if (isa == CpuIsa::best) isa = kd_loss_cpu_best_isa();
   if (!kd_loss_cpu_isa_supported(isa))
-    throw std::invalid_argument(std::string("kd_loss_forward_cpu: this CPU does not support ") + kd_loss_cpu_isa_name(isa));
+    throw std::invalid_argument(std::string("kd_loss_forward_cpu: this CPU does not support ") +
+                                kd_loss_cpu_isa_name(isa));
   const int64_t N = args.rows;
   if (N == 0) {
     args.sums[0] = args.sums[1] = args.sums[2] = 0.0f;

@@ -139,7 +139,8 @@ struct VecAvx2 {
     using namespace poly;
     // max/min return their second operand when either is NaN: NaN survives the clamp.
     x = _mm256_min_ps(_mm256_set1_ps(kExpHi + 0.5f), _mm256_max_ps(_mm256_set1_ps(kExpLo), x));
-    const R n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const R n =
+        _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     R r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
     R p = _mm256_set1_ps(kExpP0);
@@ -243,7 +244,8 @@ struct VecAvx2 {
   static void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
     int64_t i = 0;
     for (; i + 8 <= n; i += 8)
-      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+      _mm_storeu_si128(reinterpret_cast<__m128i*>(dst + i),
+                       _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     for (; i < n; ++i) dst[i] = float_to_f16_bits(src[i]);
   }
 };
@@ -283,7 +285,8 @@ struct VecAvx512 {
   DISTILL_ALWAYS_INLINE static R exp(R x) {
     using namespace poly;
     x = _mm512_min_ps(_mm512_set1_ps(kExpHi + 0.5f), _mm512_max_ps(_mm512_set1_ps(kExpLo), x));
-    const R n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const R n =
+        _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     R r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);
     r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Lo), r);
     R p = _mm512_set1_ps(kExpP0);
@@ -378,7 +381,8 @@ struct VecAvx512 {
   static void f32_to_f16(const float* src, uint16_t* dst, int64_t n) {
     int64_t i = 0;
     for (; i + 16 <= n; i += 16)
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i), _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + i),
+                          _mm512_cvtps_ph(_mm512_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
     VecAvx2::f32_to_f16(src + i, dst + i, n - i);
   }
 };

@@ -121,7 +121,9 @@ __device__ __forceinline__ __nv_bfloat16 from_bits<__nv_bfloat16>(uint32_t b) {
   return __ushort_as_bfloat16(static_cast<unsigned short>(b));
 }
 template <>
-__device__ __forceinline__ __half from_bits<__half>(uint32_t b) { return __ushort_as_half(static_cast<unsigned short>(b)); }
+__device__ __forceinline__ __half from_bits<__half>(uint32_t b) {
+  return __ushort_as_half(static_cast<unsigned short>(b));
+}
 
 // Eight consecutive logits in their own dtype, as 32-bit words: 16 bytes (16-bit dtypes, two per word) or
 // 32 bytes (fp32).
@@ -232,9 +234,11 @@ __device__ __forceinline__ Stats stats_merge(const Stats& a, const Stats& b, flo
     const float fa_a = ex2(da_a), fa_b = ex2(da_b);
     r.sa = a.sa * fa_a + b.sa * fa_b;
     if (K == kForward)
-      r.w = fa_a * (a.w + (a.sa > 0.f ? a.sa * (da_a - db_a) : 0.f)) + fa_b * (b.w + (b.sa > 0.f ? b.sa * (da_b - db_b) : 0.f));
+      r.w = fa_a * (a.w + (a.sa > 0.f ? a.sa * (da_a - db_a) : 0.f)) +
+            fa_b * (b.w + (b.sa > 0.f ? b.sa * (da_b - db_b) : 0.f));
     if (K == kReverse)
-      r.w = fb_a * (a.w + (a.sb > 0.f ? a.sb * (db_a - da_a) : 0.f)) + fb_b * (b.w + (b.sb > 0.f ? b.sb * (db_b - da_b) : 0.f));
+      r.w = fb_a * (a.w + (a.sb > 0.f ? a.sb * (db_a - da_a) : 0.f)) +
+            fb_b * (b.w + (b.sb > 0.f ? b.sb * (db_b - da_b) : 0.f));
   } else {
     r.w = a.w * fb_a + b.w * fb_b;
   }
@@ -784,7 +788,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
         for (int j = 0; j < kPack; ++j) jsd_terms(t[j], s[j], c, pm, qm);
       }
       for (int64_t e = tm.rank; e < L.head; e += tm.size) jsd_terms(to_f32(trow[e]), to_f32(srow[e]), c, pm, qm);
-      for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) jsd_terms(to_f32(trow[e]), to_f32(srow[e]), c, pm, qm);
+      for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size)
+        jsd_terms(to_f32(trow[e]), to_f32(srow[e]), c, pm, qm);
     }
     pm = team_reduce<0>(tm, pm);
     qm = team_reduce<0>(tm, qm);
@@ -836,10 +841,12 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
 }
 
 // sums[] from the per-row values: one block, each thread a fixed stride of rows in double, then a fixed tree.
+// (Unrolled so that each thread has 16 loads in flight: 64K rows take a few microseconds.)
 __global__ void __launch_bounds__(kMaxThreads) kd_sums_kernel(const float* row_kd, const float* row_ce, int64_t rows,
                                                               double alpha, double inv_normalizer, float* sums) {
   __shared__ double kd_part[kMaxThreads], ce_part[kMaxThreads];
   double kd = 0.0, ce = 0.0;
+#pragma unroll 8
   for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
     kd += row_kd[i];
     ce += row_ce[i];
@@ -885,10 +892,11 @@ Device current_device() {
   Device d;
   int dev = 0;
   check_call(cudaGetDevice(&dev), "cudaGetDevice");
-  check_call(cudaDeviceGetAttribute(&d.sm_major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
-  check_call(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
-  check_call(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), "cudaDeviceGetAttribute");
-  check_call(cudaDeviceGetAttribute(&d.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev), "cudaDeviceGetAttribute");
+  const char* what = "cudaDeviceGetAttribute";
+  check_call(cudaDeviceGetAttribute(&d.sm_major, cudaDevAttrComputeCapabilityMajor, dev), what);
+  check_call(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev), what);
+  check_call(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), what);
+  check_call(cudaDeviceGetAttribute(&d.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev), what);
   return d;
 }
 
@@ -913,16 +921,18 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
   // Top-k bitmap words, a multiple of 4 so that what follows stays 16-byte aligned.
   const int64_t words = a.topk_index && a.topk_tail == TopkTail::tail ? ((V + 31) / 32 + 3) / 4 * 4 : 0;
   if (want == CudaVariant::automatic) {
-    want = V <= kWarpRowsMaxV ? CudaVariant::rows_per_warp
-           : (!sparse && V >= 16384 && dev.sm_major >= 9) ? CudaVariant::cluster_per_row
-                                                          : CudaVariant::block_per_row;
+    // Measured on an H100 (docs/benchmarks.md, 2026-11-22): block-per-row beat cluster-per-row at every
+    // dense shape from V = 32000 to 128256 (6.7 vs 11.2 ms at [16384, 128256] bf16), so the cluster kernel
+    // is only used when asked for.
+    want = V <= kWarpRowsMaxV ? CudaVariant::rows_per_warp : CudaVariant::block_per_row;
   }
   if (want == CudaVariant::cluster_per_row) {
     // The smallest cluster (<= 8, the portable maximum) whose slices let two blocks share an SM (the register
     // budget allows two 512-thread blocks), else the smallest whose slice fits in one SM's shared memory.
     pl.cluster = 0;
     if (!sparse && dev.sm_major >= 9) {
-      for (const int64_t limit : {static_cast<int64_t>(dev.smem_per_sm / 2 - 1024), static_cast<int64_t>(dev.smem_optin)}) {
+      const int64_t two_per_sm = dev.smem_per_sm / 2 - 1024, one_per_sm = dev.smem_optin;
+      for (const int64_t limit : {two_per_sm, one_per_sm}) {
         for (int cl : {1, 2, 4, 8}) {
           const int64_t slice = (V + cl - 1) / cl;
           const int64_t smem = static_cast<int64_t>(kClusterHeader) + (slice / kPack + 1) * kPack * pair_bytes;
@@ -964,9 +974,10 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
   pl.grid = N;
   const size_t fixed = kScratchBytes + sizeof(uint32_t) * static_cast<size_t>(words);
   if (fixed > static_cast<size_t>(dev.smem_optin))
-    throw std::invalid_argument("kd_loss_forward_cuda: TopkTail::tail keeps a V-bit map of the top-k in shared memory; V = " +
-                                std::to_string(V) + " needs " + std::to_string(fixed) + " bytes, the device has " +
-                                std::to_string(dev.smem_optin));
+    throw std::invalid_argument(
+        "kd_loss_forward_cuda: TopkTail::tail keeps a V-bit map of the top-k in shared memory; V = " +
+        std::to_string(V) + " needs " + std::to_string(fixed) + " bytes, the device has " +
+        std::to_string(dev.smem_optin));
   const int64_t budget = std::min<int64_t>(dev.smem_optin, dev.smem_per_sm / 2 - 1024) - static_cast<int64_t>(fixed);
   const int64_t packs = V / kPack;
   pl.cache_packs = std::max<int64_t>(0, std::min<int64_t>(packs, budget / (kPack * pair_bytes)));
@@ -1098,7 +1109,8 @@ void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream_
     return;
   }
   if (!workspace && (!args.row_kd || !args.row_ce))
-    throw std::invalid_argument("kd_loss_forward_cuda: workspace of kd_loss_cuda_workspace_bytes(args) bytes is required");
+    throw std::invalid_argument(
+        "kd_loss_forward_cuda: workspace of kd_loss_cuda_workspace_bytes(args) bytes is required");
   const Plan pl = make_plan(args, variant, current_device());
   const Params p = make_params(args, workspace);
   const Kind kind = kind_of(args);

@@ -151,7 +151,8 @@ void kd_loss_forward_reference(const KdLossArgs& args, double* grad, double* row
       double D = 0;
       std::fill(dD_db.begin(), dD_db.end(), 0.0);
       if (!sparse) {
-        for (int64_t v = 0; v < V; ++v) a[v] = load(args.teacher, args.teacher_dtype, i * args.teacher_row_stride + v) / T;
+        for (int64_t v = 0; v < V; ++v)
+          a[v] = load(args.teacher, args.teacher_dtype, i * args.teacher_row_stride + v) / T;
         const double lse_a = logsumexp(a);
         if (lse_a != kNegInf) {  // a teacher row of all -inf has no distribution: no KD term
           for (int64_t v = 0; v < V; ++v) {

@@ -36,7 +36,9 @@ struct DeviceBuffer {
   T* ptr = nullptr;
   size_t count = 0;
   DeviceBuffer() = default;
-  explicit DeviceBuffer(size_t n) : count(n) { cuda_ok(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc"); }
+  explicit DeviceBuffer(size_t n) : count(n) {
+    cuda_ok(cudaMalloc(&ptr, std::max<size_t>(n, 1) * sizeof(T)), "cudaMalloc");
+  }
   DeviceBuffer(const T* host, size_t n) : DeviceBuffer(n) {
     if (n) cuda_ok(cudaMemcpy(ptr, host, n * sizeof(T), cudaMemcpyHostToDevice), "cudaMemcpy H2D");
   }

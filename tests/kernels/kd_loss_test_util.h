@@ -247,7 +247,9 @@ struct Tolerance {
   double grad_atol, grad_rtol, loss_atol, loss_rtol;
 };
 
-inline double max_abs_logit(const Problem& p) { return p.spec.fill == Fill::extreme ? 1e4 + 6 * p.spec.scale : 6 * p.spec.scale; }
+inline double max_abs_logit(const Problem& p) {
+  return p.spec.fill == Fill::extreme ? 1e4 + 6 * p.spec.scale : 6 * p.spec.scale;
+}
 
 // fp32 arithmetic against the double reference. Losses: the row sums carry ~1e-6 relative error, and the
 // log-ratio terms are differences of logits / T; gradients: the result is rounded once to the student's dtype.
@@ -266,7 +268,13 @@ inline Tolerance tolerance(const Problem& p) {
     case ScalarType::f16: t.grad_rtol = 1.0 / 512, t.grad_atol = 1e-6 * g + 6e-8; break;  // 2^-11, subnormals
   }
   if (s.kind == Divergence::jsd && s.beta > 0 && s.beta < 1) t.grad_atol *= 4;  // log-add-exp per element
-  if (const char* e = std::getenv("KD_TOL")) { double f = std::atof(e); t.grad_atol*=f; t.grad_rtol*=f; t.loss_atol*=f; t.loss_rtol*=f; }
+  if (const char* e = std::getenv("KD_TOL")) {  // scales every tolerance, to see the margin
+    double f = std::atof(e);
+    t.grad_atol *= f;
+    t.grad_rtol *= f;
+    t.loss_atol *= f;
+    t.loss_rtol *= f;
+  }
   return t;
 }
 

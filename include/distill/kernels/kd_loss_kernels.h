@@ -114,22 +114,25 @@ const char* kd_loss_cpu_isa_name(CpuIsa isa);
 // Both kd_loss_forward_cpu and kd_loss_forward_cuda call it; the ATen glue may call it first.
 void kd_loss_check_args(const KdLossArgs& args);
 
-// Bytes a perfect single pass moves: reads student + teacher (dense, or top-k logits + indices), writes
-// the gradient (when requested). The `distill bench loss` bandwidth model.
+// Bytes a perfect single pass moves: reads student + teacher (dense, or top-k logits + indices, + teacher_lse),
+// + labels, writes the gradient (when requested). The `distill bench loss` bandwidth model (6 bytes per
+// element for bf16 with a dense teacher).
 int64_t kd_loss_min_bytes(const KdLossArgs& args);
 
 // CUDA: launched on `stream` (a cudaStream_t); device pointers throughout; checks its launch and throws
 // std::runtime_error with the CUDA error string on failure. Needs scratch for deterministic reductions:
-// kd_loss_cuda_workspace_bytes(args) bytes at `workspace` (device memory, 256-byte aligned).
-// Two launches (rows, then the fixed-order sum of the row values into sums[]), no host synchronisation.
+// kd_loss_cuda_workspace_bytes(args) bytes at `workspace` (device memory, 256-byte aligned; may be null when
+// row_kd and row_ce are both given). Two launches (rows, then the fixed-order sum of the row values into
+// sums[]), no host synchronisation.
 int64_t kd_loss_cuda_workspace_bytes(const KdLossArgs& args);
 void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream);
 
 // Kernel shape. `automatic` is what the overload above uses: rows_per_warp for V <= 2048 (2^k lanes per row,
-// several rows per warp), cluster_per_row for large dense rows on sm_90 (a row's slices live in the shared
-// memory of a thread-block cluster, so each logit is read from HBM once), block_per_row otherwise (part of
-// the row cached in shared memory, the rest re-read from L2 in reverse order). Tests and benchmarks may pin
-// one; cluster_per_row falls back to block_per_row where it cannot run (sparse teacher, no sm_90, too big).
+// several rows per warp), block_per_row otherwise (part of the row cached in shared memory, the rest re-read
+// from L2 in reverse order). cluster_per_row (sm_90: a row's slices live in the shared memory of a
+// thread-block cluster, so each logit is read from HBM once) is used only when pinned: on an H100 it measured
+// slower than block_per_row at every dense shape tried (docs/benchmarks.md). It falls back to block_per_row
+// where it cannot run (sparse teacher, no sm_90, too big).
 enum class CudaVariant : int32_t { automatic = 0, rows_per_warp = 1, block_per_row = 2, cluster_per_row = 3 };
 void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream, CudaVariant variant);
 
