@@ -7,12 +7,13 @@
 
 #include <array>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <random>
 #include <sstream>
 #include <string>
 #include <vector>
+
+#include "distill/io/paths.h"
 
 namespace distill::test {
 
@@ -20,20 +21,26 @@ inline std::string source_path(const std::string& rel) { return std::string(DIST
 
 // A fresh folder under the build's temp area, removed when the object dies.
 struct ScratchDir {
-  std::filesystem::path path;
+  std::string path;
   explicit ScratchDir(const std::string& name) {
     std::random_device rd;
-    path = std::filesystem::temp_directory_path() /
-           ("distill-test-" + name + "-" + std::to_string(::getpid()) + "-" + std::to_string(rd() % 100000));
-    std::filesystem::remove_all(path);
-    std::filesystem::create_directories(path);
+    path = paths::join(paths::temp_dir(), "distill-test-" + name + "-" + std::to_string(::getpid()) + "-" +
+                                              std::to_string(rd() % 100000));
+    paths::remove_tree(path);
+    paths::create_directories(path);
   }
-  ~ScratchDir() {
-    std::error_code ec;
-    std::filesystem::remove_all(path, ec);
-  }
-  std::string operator/(const std::string& rel) const { return (path / rel).string(); }
+  ~ScratchDir() { paths::remove_tree(path); }
+  std::string operator/(const std::string& rel) const { return paths::join(path, rel); }
 };
+
+// How many regular files directly in `dir` have names ending in `suffix` ("" counts them all).
+inline int count_files(const std::string& dir, const std::string& suffix = "") {
+  int n = 0;
+  for (const std::string& name : paths::list_dir(dir))
+    n += paths::is_regular_file(paths::join(dir, name)) && name.size() >= suffix.size() &&
+         name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return n;
+}
 
 inline void write_text(const std::string& path, const std::string& text) {
   std::ofstream(path, std::ios::binary) << text;

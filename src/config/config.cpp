@@ -1,7 +1,6 @@
 #include "distill/config/config.h"
 
 #include <cmath>
-#include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
@@ -10,11 +9,11 @@
 
 #include "config/schema.h"
 #include "distill/error.h"
+#include "distill/io/paths.h"
 
 namespace distill {
 
 using schema::json;
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -70,8 +69,8 @@ std::vector<std::string> section_names() {
 }
 
 std::string resolve_path(const std::string& p, const std::string& base_dir) {
-  if (p.empty() || base_dir.empty() || fs::path(p).is_absolute()) return p;
-  return (fs::path(base_dir) / p).lexically_normal().string();
+  if (p.empty() || base_dir.empty() || paths::is_absolute(p)) return p;
+  return paths::normalize(paths::join(base_dir, p));
 }
 
 // Rewrites the file-valued keys of `doc` relative to base_dir.
@@ -152,7 +151,7 @@ void apply_override(json& doc, const std::string& assignment) {
       throw Error(what + ": the value is not valid UTF-8; config values (file names included) must be UTF-8 text");
     }
     if (kFileKeys.count(dotted) && value.is_string())
-      value = resolve_path(text, fs::current_path().string());
+      value = resolve_path(text, paths::current_dir());
   } else {
     try {
       value = json::parse(text);
@@ -248,9 +247,8 @@ Config parse_config(const json& doc_in, const std::string& origin, const std::st
 }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  std::error_code ec;
-  if (!fs::exists(path, ec)) throw Error(path + ": config file not found; check the path given to --config");
-  if (fs::is_directory(path, ec)) throw Error(path + ": is a directory; --config needs a JSON file");
+  if (!paths::exists(path)) throw Error(path + ": config file not found; check the path given to --config");
+  if (paths::is_directory(path)) throw Error(path + ": is a directory; --config needs a JSON file");
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(path + ": cannot open the config file for reading (check its permissions)");
   std::stringstream buffer;
@@ -278,7 +276,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   }
   // Checked before the overrides, which would otherwise index into an array or a number.
   if (!doc.is_object()) throw Error(path + ": the config must be a JSON object {...}, got " + schema::type_name(doc));
-  std::string base_dir = fs::absolute(path).parent_path().string();
+  std::string base_dir = paths::parent(paths::absolute(path));
   resolve_file_keys(doc, base_dir);
   for (const auto& o : overrides) apply_override(doc, o);
   return parse_config(doc, path, "");

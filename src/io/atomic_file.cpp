@@ -7,13 +7,12 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
-#include <filesystem>
 
 #include "distill/error.h"
+#include "distill/io/paths.h"
 
 namespace distill {
 
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -87,7 +86,7 @@ void AtomicFile::commit() {
     throw Error(path_ + ": cannot rename the finished file into place (" + errno_text(err) + ")");
   }
   committed_ = true;
-  fsync_directory(fs::absolute(path_).parent_path().string());
+  fsync_directory(paths::parent(paths::absolute(path_)));
 }
 
 void write_file_atomic(const std::string& path, std::string_view contents) {

@@ -9,6 +9,7 @@
 
 #include "distill/error.h"
 #include "distill/io/atomic_file.h"
+#include "distill/io/paths.h"
 #include "models/builders.h"
 
 namespace distill::models {
@@ -88,8 +89,7 @@ class TorchScriptModel : public Model {
 }  // namespace
 
 std::unique_ptr<Model> load_torchscript_model(const std::string& path, const std::string& role) {
-  std::error_code ec;
-  if (!std::filesystem::exists(path, ec))
+  if (!paths::exists(path))
     throw Error(role + ".path: " + path + " not found; check the path (relative paths are relative to the config file)");
   torch::jit::Module module;
   try {

@@ -1,16 +1,15 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
-#include <filesystem>
 #include <fstream>
 
 #include "distill/error.h"
 #include "distill/io/atomic_file.h"
+#include "distill/io/paths.h"
 #include "distill/train/checkpoint.h"
 
 namespace distill {
 
-namespace fs = std::filesystem;
 
 namespace {
 
@@ -35,11 +34,10 @@ std::string checkpoint_file_name(int64_t step) {
 
 std::vector<std::string> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
-  std::error_code ec;
-  if (!fs::is_directory(dir, ec)) return {};
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    int64_t step = step_of(entry.path().filename().string());
-    if (step >= 0 && entry.is_regular_file(ec)) found.emplace_back(step, entry.path().string());
+  for (const std::string& name : paths::list_dir(dir)) {
+    const int64_t step = step_of(name);
+    const std::string path = paths::join(dir, name);
+    if (step >= 0 && paths::is_regular_file(path)) found.emplace_back(step, path);
   }
   std::sort(found.begin(), found.end());
   std::vector<std::string> out;
@@ -48,12 +46,11 @@ std::vector<std::string> list_checkpoints(const std::string& dir) {
 }
 
 std::optional<std::string> latest_checkpoint(const std::string& dir) {
-  std::ifstream in(fs::path(dir) / "latest");
+  std::ifstream in(paths::join(dir, "latest"));
   std::string name;
   if (in && std::getline(in, name) && step_of(name) >= 0) {
-    fs::path p = fs::path(dir) / name;
-    std::error_code ec;
-    if (fs::is_regular_file(p, ec)) return p.string();
+    const std::string p = paths::join(dir, name);
+    if (paths::is_regular_file(p)) return p;
   }
   auto all = list_checkpoints(dir);
   if (all.empty()) return std::nullopt;
@@ -62,11 +59,10 @@ std::optional<std::string> latest_checkpoint(const std::string& dir) {
 
 std::string save_checkpoint(const std::string& dir, int64_t step, const NamedTensors& tensors,
                             const Metadata& metadata, int64_t keep_last) {
-  std::error_code ec;
-  fs::create_directories(dir, ec);
-  if (ec) throw Error(dir + ": cannot create the checkpoint folder (" + ec.message() + ")");
+  std::string why;
+  if (!paths::create_directories(dir, &why)) throw Error(dir + ": cannot create the checkpoint folder (" + why + ")");
   const std::string name = checkpoint_file_name(step);
-  const std::string path = (fs::path(dir) / name).string();
+  const std::string path = paths::join(dir, name);
   // Test hook: DISTILL_TEST_FAIL_CHECKPOINT=K makes the K-th checkpoint of this process fail part-way, as a
   // full disk would.
   static int64_t written = 0;
@@ -76,11 +72,11 @@ std::string save_checkpoint(const std::string& dir, int64_t step, const NamedTen
   }();
   if (++written == fail_at) set_write_failure_after_bytes(4096);
   save_safetensors(path, tensors, metadata);
-  write_file_atomic((fs::path(dir) / "latest").string(), name + "\n");
+  write_file_atomic(paths::join(dir, "latest"), name + "\n");
   auto all = list_checkpoints(dir);
   int64_t excess = static_cast<int64_t>(all.size()) - keep_last;
   for (int64_t i = 0; i < excess; ++i)
-    if (all[i] != path) fs::remove(all[i], ec);  // best effort: a leftover old checkpoint harms nothing
+    if (all[i] != path) paths::remove_file(all[i]);  // best effort: a leftover old checkpoint harms nothing
   return path;
 }
 

@@ -2,7 +2,6 @@
 
 #include <cmath>
 #include <cstdio>
-#include <filesystem>
 #include <fstream>
 #include <mutex>
 
@@ -12,6 +11,7 @@
 #include <spdlog/spdlog.h>
 
 #include "distill/error.h"
+#include "distill/io/paths.h"
 #include "distill/train/run_log.h"
 
 namespace distill {
@@ -65,7 +65,7 @@ RunLog::RunLog(const std::string& out_dir, bool append) : impl_(std::make_unique
   console->set_pattern("[%H:%M:%S] %^%l%$ %v");
   sinks.push_back(console);
   if (!out_dir.empty()) {
-    const std::string log_path = (std::filesystem::path(out_dir) / "train.log").string();
+    const std::string log_path = paths::join(out_dir, "train.log");
     try {
       auto file = std::make_shared<spdlog::sinks::basic_file_sink_mt>(log_path, /*truncate=*/!append);
       file->set_pattern("[%Y-%m-%d %H:%M:%S.%e] %l %v");
@@ -73,7 +73,7 @@ RunLog::RunLog(const std::string& out_dir, bool append) : impl_(std::make_unique
     } catch (const spdlog::spdlog_ex& e) {
       throw Error(log_path + ": cannot open the log file (" + std::string(e.what()) + "); check run.out_dir is writable");
     }
-    impl_->metrics_path = (std::filesystem::path(out_dir) / "metrics.jsonl").string();
+    impl_->metrics_path = paths::join(out_dir, "metrics.jsonl");
     impl_->metrics.open(impl_->metrics_path, append ? std::ios::app : std::ios::trunc);
     if (!impl_->metrics)
       throw Error(impl_->metrics_path + ": cannot open for writing; check run.out_dir is writable");

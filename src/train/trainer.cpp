@@ -7,7 +7,6 @@
 #include <csignal>
 #include <cstdlib>
 #include <cmath>
-#include <filesystem>
 #include <thread>
 
 #include <ATen/CPUGeneratorImpl.h>
@@ -15,6 +14,7 @@
 
 #include "distill/error.h"
 #include "distill/io/atomic_file.h"
+#include "distill/io/paths.h"
 #include "distill/io/safetensors.h"
 #include "distill/loss/kd_loss.h"
 #include "distill/train/checkpoint.h"
@@ -26,7 +26,6 @@
 
 namespace distill {
 
-namespace fs = std::filesystem;
 using json = nlohmann::json;
 
 c10::Device resolve_device(const std::string& name) {
@@ -217,7 +216,7 @@ class Trainer {
     summary["bad_steps"] = bad_steps_;
     summary["student"] = s.student_path;
     // Written last: its presence marks a finished run.
-    write_file_atomic((fs::path(out_dir_) / "summary.json").string(), summary.dump(2) + "\n");
+    write_file_atomic(paths::join(out_dir_, "summary.json"), summary.dump(2) + "\n");
     return s;
   }
 
@@ -305,7 +304,7 @@ class Trainer {
                   {"loss", std::isfinite(loss) ? json(loss) : json(nullptr)}});
       optimizer_->zero_grad();
       if (consecutive_bad_ >= c_.train.max_bad_steps) {
-        auto last_good = latest_checkpoint((fs::path(out_dir_) / "checkpoints").string());
+        auto last_good = latest_checkpoint(paths::join(out_dir_, "checkpoints"));
         throw Error("train.max_bad_steps: " + std::to_string(consecutive_bad_) +
                     " consecutive steps had a non-finite loss or gradient (up to step " + std::to_string(step_ + 1) +
                     "); the run stopped" + (last_good ? "; its last good checkpoint is " + *last_good : std::string()) +
@@ -380,16 +379,16 @@ class Trainer {
                          {"bad_steps", bad_steps_}}
                         .dump();
     meta["config"] = to_json(c_).dump();
-    std::string path = save_checkpoint((fs::path(out_dir_) / "checkpoints").string(), step_, tensors, meta,
+    std::string path = save_checkpoint(paths::join(out_dir_, "checkpoints"), step_, tensors, meta,
                                        c_.checkpoint.keep_last);
     log_.event({{"event", "checkpoint"}, {"step", step_}, {"path", path}});
     return path;
   }
 
   std::string save_student() {
-    const std::string path = (fs::path(out_dir_) / "student.safetensors").string();
+    const std::string path = paths::join(out_dir_, "student.safetensors");
     save_safetensors(path, ws_.student->state(), student_metadata());
-    if (ws_.student->is_torchscript()) ws_.student->save_torchscript((fs::path(out_dir_) / "student.pt").string());
+    if (ws_.student->is_torchscript()) ws_.student->save_torchscript(paths::join(out_dir_, "student.pt"));
     log_.info("student saved to " + path);
     return path;
   }
@@ -410,41 +409,37 @@ class Trainer {
 };
 
 bool holds_run(const std::string& out_dir) {
-  std::error_code ec;
-  return fs::exists(fs::path(out_dir) / "config.json", ec);
+  return paths::exists(paths::join(out_dir, "config.json"));
 }
 
 // Creates out_dir (refusing to replace an earlier run unless asked) and checks that it is writable. A resumed
 // run keeps what is there.
 void prepare_out_dir(const std::string& out_dir, ExistingRun existing, bool resuming) {
-  std::error_code ec;
-  fs::path dir(out_dir);
   if (holds_run(out_dir) && existing == ExistingRun::refuse && !resuming)
     throw Error("run.out_dir: " + out_dir + " already holds a run (config.json); continue it with --resume auto, "
                 "replace it with --overwrite, or choose another folder with --out");
-  if (fs::exists(dir, ec) && !fs::is_directory(dir, ec))
+  if (paths::exists(out_dir) && !paths::is_directory(out_dir))
     throw Error("run.out_dir: " + out_dir + " exists and is not a folder; choose another --out");
-  fs::create_directories(dir, ec);
-  if (ec) throw Error("run.out_dir: cannot create " + out_dir + " (" + ec.message() + "); choose a writable folder with --out");
-  const std::string probe = (dir / ".write-test").string();
+  std::string why;
+  if (!paths::create_directories(out_dir, &why))
+    throw Error("run.out_dir: cannot create " + out_dir + " (" + why + "); choose a writable folder with --out");
+  const std::string probe = paths::join(out_dir, ".write-test");
   try {
     write_file_atomic(probe, "ok\n");
   } catch (const Error&) {
     throw Error("run.out_dir: " + out_dir + " is not writable; choose a writable folder with --out");
   }
-  fs::remove(probe, ec);
+  paths::remove_file(probe);
   if (resuming) {
-    fs::remove(dir / "summary.json", ec);  // the run is unfinished again until it ends
+    paths::remove_file(paths::join(out_dir, "summary.json"));  // the run is unfinished again until it ends
     // Temporaries of writers killed mid-write ("name.tmp.<pid>") are garbage now.
-    for (const fs::path& folder : {dir, dir / "checkpoints"}) {
-      if (!fs::is_directory(folder, ec)) continue;
-      for (const auto& entry : fs::directory_iterator(folder, ec))
-        if (entry.path().filename().string().find(".tmp.") != std::string::npos) fs::remove(entry.path(), ec);
-    }
+    for (const std::string& folder : {out_dir, paths::join(out_dir, "checkpoints")})
+      for (const std::string& name : paths::list_dir(folder))
+        if (name.find(".tmp.") != std::string::npos) paths::remove_file(paths::join(folder, name));
   } else if (existing == ExistingRun::overwrite) {
     for (const char* name : {"summary.json", "student.safetensors", "student.pt", "metrics.jsonl", "train.log"})
-      fs::remove(dir / name, ec);
-    fs::remove_all(dir / "checkpoints", ec);
+      paths::remove_file(paths::join(out_dir, name));
+    paths::remove_tree(paths::join(out_dir, "checkpoints"));
   }
 }
 
@@ -453,19 +448,18 @@ void prepare_out_dir(const std::string& out_dir, ExistingRun existing, bool resu
 std::optional<ResumePoint> find_resume(const Config& config, const std::string& how) {
   const std::string& out_dir = config.run.out_dir;
   std::optional<std::string> path;
-  std::error_code ec;
   if (how == "auto") {
-    path = latest_checkpoint((fs::path(out_dir) / "checkpoints").string());
+    path = latest_checkpoint(paths::join(out_dir, "checkpoints"));
     if (!path) {
       if (holds_run(out_dir)) return std::nullopt;
       throw Error("--resume auto: " + out_dir + " holds no run to resume (no checkpoints/, no config.json); "
                   "start it without --resume, or point --out at the run's folder");
     }
-  } else if (fs::is_directory(how, ec)) {
-    path = latest_checkpoint((fs::path(how) / "checkpoints").string());
+  } else if (paths::is_directory(how)) {
+    path = latest_checkpoint(paths::join(how, "checkpoints"));
     if (!path) path = latest_checkpoint(how);
     if (!path) throw Error("--resume " + how + ": no checkpoint (step-N.safetensors) in this folder or its checkpoints/");
-  } else if (fs::exists(how, ec)) {
+  } else if (paths::exists(how)) {
     path = how;
   } else {
     throw Error("--resume " + how + ": no such file or folder; give a checkpoint, a run folder, or auto");
@@ -517,8 +511,7 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
   if (!options.resume.empty()) {
     if (options.existing == ExistingRun::overwrite) throw Error("--resume and --overwrite contradict each other; choose one");
     resume = find_resume(config, options.resume);
-    std::error_code ec;
-    bool summarised = fs::exists(fs::path(out_dir) / "summary.json", ec);
+    bool summarised = paths::exists(paths::join(out_dir, "summary.json"));
     if (resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train_x.size(0))) {
       // Nothing left to train: report the checkpoint's accuracy and touch no file.
       RunLog console("");
@@ -530,13 +523,13 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
       s.out_dir = out_dir;
       s.steps = s.resumed_from_step = trainer.step();
       s.final_eval = trainer.evaluate_now();
-      s.student_path = (fs::path(out_dir) / "student.safetensors").string();
+      s.student_path = paths::join(out_dir, "student.safetensors");
       return s;
     }
   }
   prepare_out_dir(out_dir, options.existing, /*resuming=*/!options.resume.empty());
-  if (!options.resume.empty()) trim_metrics((fs::path(out_dir) / "metrics.jsonl").string(), resume ? resume->step : 0);
-  write_file_atomic((fs::path(out_dir) / "config.json").string(), to_json(config).dump(2) + "\n");
+  if (!options.resume.empty()) trim_metrics(paths::join(out_dir, "metrics.jsonl"), resume ? resume->step : 0);
+  write_file_atomic(paths::join(out_dir, "config.json"), to_json(config).dump(2) + "\n");
   RunLog log(out_dir, /*append=*/!options.resume.empty());
   log.info(std::string("distill ") + DISTILL_VERSION + ", " + std::to_string(at::get_num_threads()) + " threads, out_dir " +
            out_dir);
@@ -592,8 +585,7 @@ std::vector<std::string> validate_run(const Config& config) {
   if (config.train.batch_size > n_train)
     throw Error("train.batch_size: " + std::to_string(config.train.batch_size) + " is larger than the " +
                 std::to_string(n_train) + " training rows; lower it or add data");
-  std::error_code ec;
-  if (fs::exists(fs::path(config.run.out_dir) / "config.json", ec))
+  if (paths::exists(paths::join(config.run.out_dir, "config.json")))
     lines.push_back("note: run.out_dir " + config.run.out_dir + " already holds a run; `train` will need --overwrite");
   lines.push_back("data: " + std::to_string(n_train) + " training rows, " + std::to_string(ws.data.val_x.size(0)) +
                   " validation rows, " + std::to_string(ws.io.features) + " features, " + std::to_string(ws.io.classes) +

@@ -14,10 +14,10 @@ using nlohmann::json;
 
 namespace {
 
-std::map<std::string, std::string> snapshot(const std::filesystem::path& dir) {
+std::map<std::string, std::string> snapshot(const std::string& dir) {
   std::map<std::string, std::string> files;
-  for (auto& e : std::filesystem::recursive_directory_iterator(dir))
-    if (e.is_regular_file()) files[e.path().string()] = distill::test::read_text(e.path().string());
+  for (const std::string& rel : distill::paths::list_files_recursive(dir))
+    files[rel] = distill::test::read_text(distill::paths::join(dir, rel));
   return files;
 }
 
@@ -119,7 +119,7 @@ TEST_CASE("bad input: one error line, exit 1, the existing run untouched") {
     CHECK_THAT(r.output, Catch::StartsWith("error: ") && Catch::Contains("config file not found"));
   }
   SECTION("unreadable config (a folder)") {
-    auto r = run_distill("train --config " + dir.path.string() + " --overwrite");
+    auto r = run_distill("train --config " + dir.path + " --overwrite");
     CHECK(r.exit_code == 1);
     CHECK_THAT(r.output, Catch::Contains("is a directory"));
   }

@@ -89,7 +89,7 @@ TEST_CASE("cli: user errors are one clear line and leave nothing behind") {
     check_user_error(run_distill("train --config " + write_config(dir, {{"student", {{"init", "init.safetensors"}}}})),
                      "init.safetensors: not a valid safetensors file");
   }
-  CHECK_FALSE(std::filesystem::exists(dir / "out"));
+  CHECK_FALSE(distill::paths::exists(dir / "out"));
 }
 
 TEST_CASE("cli: an earlier run is not overwritten without --overwrite") {
@@ -110,7 +110,7 @@ TEST_CASE("cli: validate and inspect") {
   INFO(ok.output);
   CHECK(ok.exit_code == 0);
   CHECK_THAT(ok.output, Catch::Contains("48 training rows, 12 validation rows, 2 features, 3 classes"));
-  CHECK_FALSE(std::filesystem::exists(dir / "out"));
+  CHECK_FALSE(distill::paths::exists(dir / "out"));
   auto st = run_distill("inspect " + distill::test::source_path("tests/fixtures/parity/teacher.safetensors"));
   CHECK(st.exit_code == 0);
   CHECK_THAT(st.output, Catch::Contains("0.weight") && Catch::Contains("F32 [32, 6]") && Catch::Contains("356 parameters"));

@@ -50,7 +50,7 @@ TEST_CASE("e2e: teacher, distilled student, eval on digits") {
   REQUIRE(s.exit_code == 0);
 
   for (const char* f : {"config.json", "metrics.jsonl", "train.log", "student.safetensors", "summary.json", "checkpoints/latest"})
-    CHECK(std::filesystem::exists(dir / (std::string("student/") + f)));
+    CHECK(distill::paths::exists(dir / (std::string("student/") + f)));
   auto train_events = events(dir / "student/metrics.jsonl", "train");
   REQUIRE(train_events.size() > 4);
   CHECK(train_events.back()["loss"].get<double>() < 0.5 * train_events.front()["loss"].get<double>());
@@ -59,10 +59,7 @@ TEST_CASE("e2e: teacher, distilled student, eval on digits") {
   CHECK(evals.size() >= 2);
   auto checkpoints = events(dir / "student/metrics.jsonl", "checkpoint");
   CHECK(checkpoints.size() >= 3);
-  int kept = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir / "student/checkpoints"))
-    kept += e.path().extension() == ".safetensors";
-  CHECK(kept == 2);
+  CHECK(distill::test::count_files(dir / "student/checkpoints", ".safetensors") == 2);
 
   json summary = json::parse(distill::test::read_text(dir / "student/summary.json"));
   double reported = summary["val_accuracy"];
@@ -94,7 +91,7 @@ TEST_CASE("e2e: a TorchScript student is trained and saved back as TorchScript")
   auto r = run_distill("train --config " + (dir / "ts.json"));
   INFO(r.output);
   REQUIRE(r.exit_code == 0);
-  CHECK(std::filesystem::exists(dir / "run/student.pt"));
+  CHECK(distill::paths::exists(dir / "run/student.pt"));
   json summary = json::parse(distill::test::read_text(dir / "run/summary.json"));
   CHECK(summary["val_accuracy"].get<double>() > 0.8);
   auto inspect = run_distill("inspect " + (dir / "run/student.pt"));

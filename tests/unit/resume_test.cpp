@@ -55,7 +55,7 @@ TEST_CASE("resume: interrupted at any step, the run ends bit-identical to an uni
       INFO(first.output);
       REQUIRE(first.exit_code == 75);
       CHECK_THAT(first.output, Catch::Contains("--resume auto"));
-      CHECK_FALSE(std::filesystem::exists(out + "/student.safetensors"));
+      CHECK_FALSE(distill::paths::exists(out + "/student.safetensors"));
       auto second = run_distill("train --config " + config + " --out " + out + " --resume auto");
       INFO(second.output);
       REQUIRE(second.exit_code == 0);
@@ -82,7 +82,7 @@ TEST_CASE("resume: kill -9 at random moments, resume each time, same result") {
   int kills = 0, attempts = 0;
   for (; attempts < 60; ++attempts) {
     std::vector<std::string> args = {"train", "--config", config, "--out", out};
-    if (std::filesystem::exists(out + "/config.json")) args.push_back("--resume"), args.push_back("auto");
+    if (distill::paths::exists(out + "/config.json")) args.push_back("--resume"), args.push_back("auto");
     pid_t pid = distill::test::spawn_distill(args, {}, dir / "log.txt");
     std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms(rng)));
     bool killed = ::kill(pid, SIGKILL) == 0;
@@ -92,12 +92,12 @@ TEST_CASE("resume: kill -9 at random moments, resume each time, same result") {
     REQUIRE((killed && code == 128 + SIGKILL));
     ++kills;
     // Whatever the moment, what is on disk is complete: every checkpoint listed loads.
-    std::error_code ec;
-    for (auto& e : std::filesystem::directory_iterator(out + "/checkpoints", ec))
-      if (e.path().extension() == ".safetensors") CHECK_NOTHROW(distill::load_safetensors(e.path().string()));
+    for (const std::string& name : distill::paths::list_dir(out + "/checkpoints"))
+      if (name.size() > 12 && name.substr(name.size() - 12) == ".safetensors")
+        CHECK_NOTHROW(distill::load_safetensors(out + "/checkpoints/" + name));
   }
   CHECK(kills >= 3);
-  if (!std::filesystem::exists(out + "/summary.json")) {
+  if (!distill::paths::exists(out + "/summary.json")) {
     auto last = run_distill("train --config " + config + " --out " + out + " --resume auto");
     INFO(last.output);
     REQUIRE(last.exit_code == 0);
@@ -121,7 +121,7 @@ TEST_CASE("preemption: SIGTERM checkpoints and exits 75; a second SIGINT exits a
     INFO(log);
     CHECK(code == 75);
     CHECK_THAT(log, Catch::Contains("stopped by SIGTERM"));
-    CHECK(std::filesystem::exists(dir / "full/checkpoints/latest"));
+    CHECK(distill::paths::exists(dir / "full/checkpoints/latest"));
   }
   SECTION("SIGUSR1 (Slurm --signal)") {
     pid_t pid = distill::test::spawn_distill({"train", "--config", config}, {}, dir / "log.txt");
@@ -179,7 +179,7 @@ TEST_CASE("resume: nothing to resume, and bad checkpoints") {
   auto r = run_distill("train --config " + config + " --resume auto");
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.output, Catch::Contains("holds no run to resume"));
-  CHECK_FALSE(std::filesystem::exists(dir / "run"));
+  CHECK_FALSE(distill::paths::exists(dir / "run"));
   auto p = run_distill("train --config " + config + " --resume " + (dir / "nope.safetensors"));
   CHECK_THAT(p.output, Catch::Contains("no such file or folder"));
   auto w = run_distill("train --config " + config + " --resume " +
@@ -198,9 +198,9 @@ TEST_CASE("crash safety: a failed checkpoint write keeps the previous checkpoint
   CHECK_THAT(r.output, Catch::Contains("No space left on device"));
   // Checkpoints at steps 3 and 6 were written; the one at 9 failed and left nothing behind.
   CHECK(distill::test::read_text(dir / "run/checkpoints/latest") == "step-00000006.safetensors\n");
-  CHECK_FALSE(std::filesystem::exists(dir / "run/checkpoints/step-00000009.safetensors"));
-  for (auto& e : std::filesystem::directory_iterator(dir / "run/checkpoints"))
-    CHECK(e.path().filename().string().find(".tmp.") == std::string::npos);
+  CHECK_FALSE(distill::paths::exists(dir / "run/checkpoints/step-00000009.safetensors"));
+  for (const std::string& name : distill::paths::list_dir(dir / "run/checkpoints"))
+    CHECK(name.find(".tmp.") == std::string::npos);
   CHECK_NOTHROW(distill::load_safetensors(dir / "run/checkpoints/step-00000006.safetensors"));
   // The run continues from it.
   auto resumed = run_distill("train --config " + config + " --resume auto");
@@ -229,7 +229,7 @@ TEST_CASE("numerical faults: non-finite steps are skipped, then the run stops ke
   CHECK_THAT(r.output, Catch::Contains("step skipped"));
   CHECK_THAT(r.output, Catch::Contains("train.max_bad_steps: 6 consecutive steps") && Catch::Contains("last good checkpoint"));
   CHECK_THAT(distill::test::read_text(dir / "run/metrics.jsonl"), Catch::Contains("\"bad_step\""));
-  REQUIRE(std::filesystem::exists(dir / "run/checkpoints/latest"));
+  REQUIRE(distill::paths::exists(dir / "run/checkpoints/latest"));
   auto latest = distill::load_safetensors(dir / ("run/checkpoints/" + [&] {
     std::string s = distill::test::read_text(dir / "run/checkpoints/latest");
     return s.substr(0, s.size() - 1);

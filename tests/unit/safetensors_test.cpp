@@ -64,9 +64,7 @@ TEST_CASE("safetensors: round trip of every dtype, shapes and metadata") {
   std::memcpy(&n, bytes.data(), 8);
   CHECK(n % 8 == 0);
   // No temporary files are left behind.
-  int files = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir.path)) files += e.is_regular_file();
-  CHECK(files == 1);
+  CHECK(distill::test::count_files(dir.path) == 1);
 }
 
 TEST_CASE("safetensors: reads a file written by the Python fixture writer") {
@@ -132,7 +130,5 @@ TEST_CASE("safetensors: a failed write leaves the previous file intact") {
   distill::set_write_failure_after_bytes(0);
   auto c = distill::load_safetensors(path);
   CHECK(torch::equal(*c.find("w"), torch::ones({4})));
-  int files = 0;
-  for (auto& e : std::filesystem::directory_iterator(dir.path)) files += e.is_regular_file();
-  CHECK(files == 1);
+  CHECK(distill::test::count_files(dir.path) == 1);
 }
