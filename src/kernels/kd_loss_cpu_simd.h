@@ -62,6 +62,10 @@ struct VecScalar {
   static M eq(R a, R b) { return a == b; }
   static R and_mask(M m, R x) { return m ? x : 0.0f; }
   static R select(M m, R a, R b) { return m ? a : b; }
+  static bool all(M m) { return m; }
+  using I = int32_t;  // lane indices for permute
+  static I load_idx(const int32_t* p) { return *p; }
+  static R permute(R table, I) { return table; }  // lane j <- table[idx[j]]
   static M bits_mask(uint32_t bits) { return (bits & 1u) != 0; }  // lane j <- bit j
   static R exp(R x) { return std::exp(x); }
   static R log(R x) { return std::log(x); }
@@ -129,6 +133,10 @@ struct VecAvx2 {
   static M eq(R a, R b) { return _mm256_cmp_ps(a, b, _CMP_EQ_OQ); }
   static R and_mask(M m, R x) { return _mm256_and_ps(m, x); }
   static R select(M m, R a, R b) { return _mm256_blendv_ps(b, a, m); }
+  static bool all(M m) { return _mm256_movemask_ps(m) == 0xFF; }
+  using I = __m256i;
+  static I load_idx(const int32_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+  static R permute(R table, I idx) { return _mm256_permutevar8x32_ps(table, idx); }
   static M bits_mask(uint32_t bits) {
     const __m256i lane_bit = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
     const __m256i b = _mm256_and_si256(_mm256_set1_epi32(static_cast<int>(bits)), lane_bit);
@@ -278,6 +286,10 @@ struct VecAvx512 {
   static R abs(R a) { return _mm512_abs_ps(a); }
   static M gt(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
   static M eq(R a, R b) { return _mm512_cmp_ps_mask(a, b, _CMP_EQ_OQ); }
+  static bool all(M m) { return m == 0xFFFF; }
+  using I = __m512i;
+  static I load_idx(const int32_t* p) { return _mm512_loadu_si512(p); }
+  static R permute(R table, I idx) { return _mm512_permutexvar_ps(idx, table); }
   static R and_mask(M m, R x) { return _mm512_maskz_mov_ps(m, x); }
   static R select(M m, R a, R b) { return _mm512_mask_blend_ps(m, b, a); }
   static M bits_mask(uint32_t bits) { return static_cast<M>(bits & 0xffffu); }

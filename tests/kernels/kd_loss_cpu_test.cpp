@@ -122,6 +122,41 @@ TEST_CASE("kd_loss cpu: many rows", "[kd_loss][cpu]") {
   check(s);
 }
 
+// V <= 64 with contiguous rows runs a tile of W rows at a time (one row per SIMD lane); tiles with an ignored
+// label or a row without mass fall back to the row-by-row path, and the N % W rows left over take it too.
+TEST_CASE("kd_loss cpu: small vocabularies, several rows per vector", "[kd_loss][cpu]") {
+  const float temps[] = {1.0f, 4.0f};
+  const float alphas[] = {1.0f, 0.5f, 0.0f};
+  const Fill fills[] = {Fill::normal, Fill::masked, Fill::extreme, Fill::student_inf, Fill::normal};
+  int variant = 0;
+  for (int64_t V : {1, 2, 3, 10, 16, 33, 64, 65}) {
+    for (int64_t N : {16, 45, 130}) {
+      for (ScalarType dt : {ScalarType::f32, ScalarType::bf16, ScalarType::f16}) {
+        for (Divergence kind : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd}) {
+          Spec s;
+          s.N = N, s.V = V, s.sdt = dt, s.tdt = dt, s.kind = kind;
+          s.T = temps[variant % 2];
+          s.alpha = alphas[(variant / 2) % 3];
+          s.labels = s.alpha != 1.0f || variant % 4 == 0;
+          s.ignore_every = s.labels && variant % 3 == 0 ? 7 : 0;
+          s.fill = fills[variant % 5];
+          s.t2 = variant % 7 != 0;
+          s.beta = 0.4f;
+          s.inv_norm = 1.0f / float(N);
+          s.want_grad = variant % 11 != 0;
+          s.seed = static_cast<uint32_t>(500 + variant);
+          ++variant;
+          check(s);
+        }
+      }
+    }
+  }
+  // A teacher row without mass in every tile (Fill::teacher_inf leaves rows finite; masked has rows 0 and 1).
+  Spec s;
+  s.N = 64, s.V = 10, s.fill = Fill::teacher_inf, s.labels = true, s.alpha = 0.5f, s.T = 2.0f;
+  check(s);
+}
+
 TEST_CASE("kd_loss cpu: mixed dtypes and strided rows", "[kd_loss][cpu]") {
   for (int64_t V : {10, 1000, 32001}) {
     Spec s;
