@@ -120,7 +120,7 @@ bool create_directories(const std::string& path, std::string* error) {
   const std::string up = parent(path);
   if (!up.empty() && up != path && !create_directories(up, error)) return false;
   if (::mkdir(path.c_str(), 0777) == 0 || (errno == EEXIST && is_directory(path))) return true;
-  if (error) *error = errno == EEXIST ? "a file of that name is in the way" : std::strerror(errno);
+  if (error) *error = path + (errno == EEXIST ? " exists and is not a folder" : ": " + std::string(std::strerror(errno)));
   return false;
 }
 

@@ -35,7 +35,8 @@ bool exists(const std::string& path);
 bool is_directory(const std::string& path);
 bool is_regular_file(const std::string& path);
 
-// mkdir -p. False with `error` set (strerror text) when a component cannot be created.
+// mkdir -p. False when a component cannot be created, with `error` naming it and why ("/a/f exists and is not
+// a folder", "/a/b: Permission denied").
 bool create_directories(const std::string& path, std::string* error = nullptr);
 // unlink; true when the file is gone afterwards (also when it never existed).
 bool remove_file(const std::string& path);
