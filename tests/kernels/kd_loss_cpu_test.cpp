@@ -67,31 +67,7 @@ struct ThreadCount {
 }  // namespace
 
 TEST_CASE("kd_loss cpu: dense grid of shapes, dtypes, kinds and options", "[kd_loss][cpu]") {
-  const ScalarType dtypes[] = {ScalarType::f32, ScalarType::bf16, ScalarType::f16};
-  const Divergence kinds[] = {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd};
-  const float temps[] = {1.0f, 4.0f, 20.0f};
-  const float alphas[] = {1.0f, 0.5f, 0.0f};
-  int variant = 0;
-  for (int64_t V : {1, 2, 10, 17, 1000, 1029, 2053}) {
-    for (int64_t N : {1, 7}) {
-      for (ScalarType dt : dtypes) {
-        for (Divergence kind : kinds) {
-          // Options cycle so that every value meets every shape / dtype / kind over the grid.
-          Spec s;
-          s.N = N, s.V = V, s.sdt = dt, s.tdt = dt, s.kind = kind;
-          s.T = temps[variant % 3];
-          s.alpha = alphas[(variant / 3) % 3];
-          s.t2 = (variant / 9) % 2 == 0;
-          s.labels = s.alpha != 1.0f || variant % 2 == 0;
-          s.beta = kind == Divergence::jsd ? 0.5f : 0.3f;
-          s.inv_norm = variant % 5 == 0 ? 1.0f : 1.0f / float(N + variant % 3);
-          s.seed = static_cast<uint32_t>(variant);
-          ++variant;
-          check(s);
-        }
-      }
-    }
-  }
+  for (const Spec& s : dense_grid({1, 2, 10, 17, 1000, 1029, 2053})) check(s);
 }
 
 TEST_CASE("kd_loss cpu: large vocabularies", "[kd_loss][cpu]") {
@@ -158,16 +134,7 @@ TEST_CASE("kd_loss cpu: small vocabularies, several rows per vector", "[kd_loss]
 }
 
 TEST_CASE("kd_loss cpu: mixed dtypes and strided rows", "[kd_loss][cpu]") {
-  for (int64_t V : {10, 1000, 32001}) {
-    Spec s;
-    s.N = 5, s.V = V, s.sdt = ScalarType::bf16, s.tdt = ScalarType::f32, s.t_pad = 13, s.s_pad = 3;
-    s.labels = true, s.alpha = 0.5f, s.T = 4.0f;
-    check(s);
-    s.sdt = ScalarType::f32, s.tdt = ScalarType::f16, s.kind = Divergence::jsd, s.beta = 0.25f;
-    check(s);
-    s.sdt = ScalarType::f16, s.tdt = ScalarType::bf16, s.kind = Divergence::reverse_kl, s.t_pad = 128;
-    check(s);
-  }
+  for (const Spec& s : mixed_dtype_grid()) check(s);
 }
 
 TEST_CASE("kd_loss cpu: jsd beta endpoints are exactly forward / reverse KL", "[kd_loss][cpu]") {
@@ -194,31 +161,7 @@ TEST_CASE("kd_loss cpu: jsd beta endpoints are exactly forward / reverse KL", "[
 }
 
 TEST_CASE("kd_loss cpu: ignored rows, masked vocabularies, extreme logits", "[kd_loss][cpu]") {
-  for (Divergence kind : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd}) {
-    for (int64_t V : {10, 1000, 2053}) {
-      Spec s;
-      s.N = 9, s.V = V, s.kind = kind, s.labels = true, s.alpha = 0.5f, s.T = 2.0f;
-      s.ignore_every = 3;
-      check(s);
-      s.ignore_every = 0;
-      s.fill = Fill::masked;
-      check(s);
-      s.sdt = s.tdt = ScalarType::bf16;
-      check(s);
-      s.sdt = s.tdt = ScalarType::f32;
-      s.fill = Fill::extreme;
-      s.T = 1.0f;
-      check(s);
-      s.T = 4.0f;
-      s.sdt = s.tdt = ScalarType::f16;
-      check(s);
-      s.sdt = s.tdt = ScalarType::f32;
-      s.fill = Fill::student_inf;
-      check(s);
-      s.fill = Fill::teacher_inf;
-      if (kind != Divergence::reverse_kl) check(s);  // reverse: loss +inf and its gradient inf - inf: see below
-    }
-  }
+  for (const Spec& s : special_values_grid({10, 1000, 2053})) check(s);
 }
 
 TEST_CASE("kd_loss cpu: infinite divergences are reported as +inf", "[kd_loss][cpu]") {
@@ -255,31 +198,7 @@ TEST_CASE("kd_loss cpu: all rows ignored gives a zero, finite loss and a zero gr
 }
 
 TEST_CASE("kd_loss cpu: sparse top-k teacher", "[kd_loss][cpu]") {
-  int variant = 0;
-  for (TopkTail tail : {TopkTail::ignore, TopkTail::tail}) {
-    for (int64_t V : {10, 1000, 32001}) {
-      for (int64_t K : {1, 5, 64}) {
-        if (K > V) continue;
-        for (ScalarType dt : {ScalarType::f32, ScalarType::bf16}) {
-          Spec s;
-          s.N = 7, s.V = V, s.sparse = true, s.tail = tail, s.K = K, s.sdt = s.tdt = dt;
-          s.T = variant % 2 ? 2.0f : 1.0f;
-          s.labels = variant % 3 != 0, s.alpha = s.labels ? 0.5f : 1.0f;
-          s.ignore_every = variant % 4 == 1 ? 3 : 0;
-          s.seed = static_cast<uint32_t>(300 + variant++);
-          check(s);
-        }
-      }
-    }
-  }
-  // K = V: with the full vocabulary, tail mode has no tail and equals the dense forward KL.
-  Spec s;
-  s.N = 3, s.V = 17, s.sparse = true, s.tail = TopkTail::tail, s.K = 17;
-  check(s);
-  s.tail = TopkTail::ignore;
-  check(s);
-  s.K = 0;
-  check(s);
+  for (const Spec& s : sparse_grid()) check(s);
 }
 
 TEST_CASE("kd_loss cpu: loss only (no gradient buffer)", "[kd_loss][cpu]") {

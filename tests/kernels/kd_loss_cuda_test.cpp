@@ -164,28 +164,7 @@ inline float hash_normalish(uint64_t x) {
 
 TEST_CASE("kd_loss cuda: dense grid of shapes, dtypes, kinds and options", "[kd_loss][cuda]") {
   REQUIRE_DEVICE();
-  const ScalarType dtypes[] = {ScalarType::f32, ScalarType::bf16, ScalarType::f16};
-  const float temps[] = {1.0f, 4.0f, 20.0f};
-  const float alphas[] = {1.0f, 0.5f, 0.0f};
-  int variant = 0;
-  for (int64_t V : {1, 2, 10, 17, 1000, 1029, 2053, 4099}) {
-    for (int64_t N : {1, 7}) {
-      for (ScalarType dt : dtypes) {
-        for (Divergence kind : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd}) {
-          Spec s;
-          s.N = N, s.V = V, s.sdt = dt, s.tdt = dt, s.kind = kind;
-          s.T = temps[variant % 3];
-          s.alpha = alphas[(variant / 3) % 3];
-          s.t2 = (variant / 9) % 2 == 0;
-          s.labels = s.alpha != 1.0f || variant % 2 == 0;
-          s.inv_norm = variant % 5 == 0 ? 1.0f : 1.0f / float(N + variant % 3);
-          s.seed = static_cast<uint32_t>(variant);
-          ++variant;
-          check(s);
-        }
-      }
-    }
-  }
+  for (const Spec& s : dense_grid({1, 2, 10, 17, 1000, 1029, 2053, 4099})) check(s);
 }
 
 TEST_CASE("kd_loss cuda: large vocabularies, misaligned rows, many rows", "[kd_loss][cuda]") {
@@ -213,16 +192,7 @@ TEST_CASE("kd_loss cuda: large vocabularies, misaligned rows, many rows", "[kd_l
 
 TEST_CASE("kd_loss cuda: mixed dtypes and strided rows", "[kd_loss][cuda]") {
   REQUIRE_DEVICE();
-  for (int64_t V : {10, 1000, 32001}) {
-    Spec s;
-    s.N = 5, s.V = V, s.sdt = ScalarType::bf16, s.tdt = ScalarType::f32, s.t_pad = 13, s.s_pad = 3;
-    s.labels = true, s.alpha = 0.5f, s.T = 4.0f;
-    check(s);
-    s.sdt = ScalarType::f32, s.tdt = ScalarType::f16, s.kind = Divergence::jsd, s.beta = 0.25f;
-    check(s);
-    s.sdt = ScalarType::f16, s.tdt = ScalarType::bf16, s.kind = Divergence::reverse_kl, s.t_pad = 128;
-    check(s);
-  }
+  for (const Spec& s : mixed_dtype_grid()) check(s);
 }
 
 TEST_CASE("kd_loss cuda: jsd beta endpoints are exactly forward / reverse KL", "[kd_loss][cuda]") {
@@ -251,31 +221,7 @@ TEST_CASE("kd_loss cuda: jsd beta endpoints are exactly forward / reverse KL", "
 
 TEST_CASE("kd_loss cuda: ignored rows, masked vocabularies, extreme logits", "[kd_loss][cuda]") {
   REQUIRE_DEVICE();
-  for (Divergence kind : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd}) {
-    for (int64_t V : {10, 1000, 20011}) {
-      Spec s;
-      s.N = 9, s.V = V, s.kind = kind, s.labels = true, s.alpha = 0.5f, s.T = 2.0f;
-      s.ignore_every = 3;
-      check(s);
-      s.ignore_every = 0;
-      s.fill = Fill::masked;
-      check(s);
-      s.sdt = s.tdt = ScalarType::bf16;
-      check(s);
-      s.sdt = s.tdt = ScalarType::f32;
-      s.fill = Fill::extreme;
-      s.T = 1.0f;
-      check(s);
-      s.T = 4.0f;
-      s.sdt = s.tdt = ScalarType::f16;
-      check(s);
-      s.sdt = s.tdt = ScalarType::f32;
-      s.fill = Fill::student_inf;
-      check(s);
-      s.fill = Fill::teacher_inf;
-      if (kind != Divergence::reverse_kl) check(s);
-    }
-  }
+  for (const Spec& s : special_values_grid({10, 1000, 20011})) check(s);
   for (bool with_rows : {true, false}) {  // all rows ignored; also without row outputs (workspace path)
     Spec s;
     s.N = 6, s.V = 33, s.all_ignored = true, s.alpha = 0.5f, s.inv_norm = 0.0f;
@@ -291,30 +237,7 @@ TEST_CASE("kd_loss cuda: ignored rows, masked vocabularies, extreme logits", "[k
 
 TEST_CASE("kd_loss cuda: sparse top-k teacher", "[kd_loss][cuda]") {
   REQUIRE_DEVICE();
-  int variant = 0;
-  for (TopkTail tail : {TopkTail::ignore, TopkTail::tail}) {
-    for (int64_t V : {10, 1000, 32001}) {
-      for (int64_t K : {1, 5, 64}) {
-        if (K > V) continue;
-        for (ScalarType dt : {ScalarType::f32, ScalarType::bf16}) {
-          Spec s;
-          s.N = 7, s.V = V, s.sparse = true, s.tail = tail, s.K = K, s.sdt = s.tdt = dt;
-          s.T = variant % 2 ? 2.0f : 1.0f;
-          s.labels = variant % 3 != 0, s.alpha = s.labels ? 0.5f : 1.0f;
-          s.ignore_every = variant % 4 == 1 ? 3 : 0;
-          s.seed = static_cast<uint32_t>(300 + variant++);
-          check(s);
-        }
-      }
-    }
-  }
-  Spec s;
-  s.N = 3, s.V = 17, s.sparse = true, s.tail = TopkTail::tail, s.K = 17;
-  check(s);
-  s.tail = TopkTail::ignore;
-  check(s);
-  s.K = 0;
-  check(s);
+  for (const Spec& s : sparse_grid()) check(s);
 }
 
 TEST_CASE("kd_loss cuda: loss only, deterministic, errors", "[kd_loss][cuda]") {

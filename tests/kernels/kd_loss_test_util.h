@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <initializer_list>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -318,6 +319,117 @@ inline std::string compare(const Problem& p, const Reference& r, const Outputs& 
           << reported << " mismatches)\n";
   }
   return err.str();
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The grids of problems both kernels (CPU and CUDA) are checked on; each test passes its own vocabularies.
+
+// Every dtype x kind over `vocabs` x N in {1, 7}; T, alpha, t2, labels and the normaliser cycle so that every
+// value meets every shape / dtype / kind over the grid.
+inline std::vector<Spec> dense_grid(std::initializer_list<int64_t> vocabs) {
+  const float temps[] = {1.0f, 4.0f, 20.0f};
+  const float alphas[] = {1.0f, 0.5f, 0.0f};
+  std::vector<Spec> out;
+  int variant = 0;
+  for (int64_t V : vocabs) {
+    for (int64_t N : {1, 7}) {
+      for (ScalarType dt : {ScalarType::f32, ScalarType::bf16, ScalarType::f16}) {
+        for (Divergence kind : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd}) {
+          Spec s;
+          s.N = N, s.V = V, s.sdt = dt, s.tdt = dt, s.kind = kind;
+          s.T = temps[variant % 3];
+          s.alpha = alphas[(variant / 3) % 3];
+          s.t2 = (variant / 9) % 2 == 0;
+          s.labels = s.alpha != 1.0f || variant % 2 == 0;
+          s.beta = kind == Divergence::jsd ? 0.5f : 0.3f;
+          s.inv_norm = variant % 5 == 0 ? 1.0f : 1.0f / float(N + variant % 3);
+          s.seed = static_cast<uint32_t>(variant);
+          ++variant;
+          out.push_back(s);
+        }
+      }
+    }
+  }
+  return out;
+}
+
+// Student and teacher in different dtypes, rows strided (padded) differently.
+inline std::vector<Spec> mixed_dtype_grid() {
+  std::vector<Spec> out;
+  for (int64_t V : {10, 1000, 32001}) {
+    Spec s;
+    s.N = 5, s.V = V, s.sdt = ScalarType::bf16, s.tdt = ScalarType::f32, s.t_pad = 13, s.s_pad = 3;
+    s.labels = true, s.alpha = 0.5f, s.T = 4.0f;
+    out.push_back(s);
+    s.sdt = ScalarType::f32, s.tdt = ScalarType::f16, s.kind = Divergence::jsd, s.beta = 0.25f;
+    out.push_back(s);
+    s.sdt = ScalarType::f16, s.tdt = ScalarType::bf16, s.kind = Divergence::reverse_kl, s.t_pad = 128;
+    out.push_back(s);
+  }
+  return out;
+}
+
+// Ignored rows, masked vocabularies (-inf), extreme logits (+-1e4), -inf in one side only, per kind.
+inline std::vector<Spec> special_values_grid(std::initializer_list<int64_t> vocabs) {
+  std::vector<Spec> out;
+  for (Divergence kind : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd}) {
+    for (int64_t V : vocabs) {
+      Spec s;
+      s.N = 9, s.V = V, s.kind = kind, s.labels = true, s.alpha = 0.5f, s.T = 2.0f;
+      s.ignore_every = 3;
+      out.push_back(s);
+      s.ignore_every = 0;
+      s.fill = Fill::masked;
+      out.push_back(s);
+      s.sdt = s.tdt = ScalarType::bf16;
+      out.push_back(s);
+      s.sdt = s.tdt = ScalarType::f32;
+      s.fill = Fill::extreme;
+      s.T = 1.0f;
+      out.push_back(s);
+      s.T = 4.0f;
+      s.sdt = s.tdt = ScalarType::f16;
+      out.push_back(s);
+      s.sdt = s.tdt = ScalarType::f32;
+      s.fill = Fill::student_inf;
+      out.push_back(s);
+      s.fill = Fill::teacher_inf;
+      // Reverse KL there: the loss is +inf and its gradient inf - inf (checked separately).
+      if (kind != Divergence::reverse_kl) out.push_back(s);
+    }
+  }
+  return out;
+}
+
+// Sparse top-k teachers in both tail modes, then K = V (tail mode has no tail: the dense forward KL) and
+// K = 0.
+inline std::vector<Spec> sparse_grid() {
+  std::vector<Spec> out;
+  int variant = 0;
+  for (TopkTail tail : {TopkTail::ignore, TopkTail::tail}) {
+    for (int64_t V : {10, 1000, 32001}) {
+      for (int64_t K : {1, 5, 64}) {
+        if (K > V) continue;
+        for (ScalarType dt : {ScalarType::f32, ScalarType::bf16}) {
+          Spec s;
+          s.N = 7, s.V = V, s.sparse = true, s.tail = tail, s.K = K, s.sdt = s.tdt = dt;
+          s.T = variant % 2 ? 2.0f : 1.0f;
+          s.labels = variant % 3 != 0, s.alpha = s.labels ? 0.5f : 1.0f;
+          s.ignore_every = variant % 4 == 1 ? 3 : 0;
+          s.seed = static_cast<uint32_t>(300 + variant++);
+          out.push_back(s);
+        }
+      }
+    }
+  }
+  Spec s;
+  s.N = 3, s.V = 17, s.sparse = true, s.tail = TopkTail::tail, s.K = 17;
+  out.push_back(s);
+  s.tail = TopkTail::ignore;
+  out.push_back(s);
+  s.K = 0;
+  out.push_back(s);
+  return out;
 }
 
 }  // namespace kd_test
