@@ -27,6 +27,14 @@ ctest --test-dir build-gpu -j 8 --timeout 600 --output-on-failure > "$out/ctest.
 ctest_rc=$?
 grep -E "tests passed|Failed|\*\*\*|Skipped" "$out/ctest.log" | tail -25
 
+stage train
+# End to end on the GPU: a supervised teacher, then a distilled student, both with run.device=cuda.
+build-gpu/distill train --config configs/digits-teacher.json --set run.device=cuda --set train.epochs=5 \
+  --out "$out/run-teacher" --overwrite > "$out/train.log" 2>&1 && \
+  build-gpu/distill train --config configs/quickstart.json --set run.device=cuda \
+    --set teacher.weights="$out/run-teacher/student.safetensors" --out "$out/run-student" --overwrite >> "$out/train.log" 2>&1
+echo "train on cuda: exit $? ($(grep -h '^student val' "$out/train.log" | tr '\n' ' '))"
+
 stage bench
 : > "$out/bench.jsonl"
 for shape in "16384 128256 bf16" "4096 32000 bf16" "4096 32000 f32" "4096 10 f32" "65536 10 f32" "65536 1000 bf16" \
