@@ -1,7 +1,10 @@
 // The fused distillation loss as an autograd op: tensors -> kernels::KdLossArgs -> the CPU or CUDA kernel.
 // The forward writes the gradient; the backward hands it back scaled by grad_output, in place, and skips even
 // that when grad_output is exactly 1 (decided where grad_output lives, so the host never waits on a device).
+#include <sys/mman.h>
 #include <torch/torch.h>
+
+#include <cstdint>
 
 #include "distill/error.h"
 #include "distill/loss/kd_loss.h"
@@ -26,6 +29,21 @@ at::Tensor fit_teacher_vocab(const at::Tensor& student, const at::Tensor& teache
 }
 
 namespace {
+
+// A large CPU gradient is written for the first time by the kernel, and with 4 KiB pages a third of a step at
+// [4096, 32000] went to page faults (docs/benchmarks.md). Ask for transparent huge pages on the 2 MiB-aligned
+// interior before that first touch: one fault per 2 MiB. Best effort: without THP (or with it set to
+// "never") madvise fails or changes nothing, and the result is the same either way.
+void advise_huge_pages(const at::Tensor& t) {
+#ifdef MADV_HUGEPAGE
+  constexpr uintptr_t kHuge = uintptr_t{2} << 20;
+  const size_t bytes = t.nbytes();
+  if (!t.device().is_cpu() || bytes < 4 * kHuge) return;
+  const auto begin = reinterpret_cast<uintptr_t>(t.data_ptr());
+  const uintptr_t lo = (begin + kHuge - 1) & ~(kHuge - 1), hi = (begin + bytes) & ~(kHuge - 1);
+  if (hi > lo) ::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+#endif
+}
 
 kernels::ScalarType kernel_dtype(const at::Tensor& t, const char* what) {
   switch (t.scalar_type()) {
@@ -97,6 +115,7 @@ FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double nor
 
   FusedOutputs out;
   out.grad = at::empty({a.rows, a.vocab}, s.options());
+  advise_huge_pages(out.grad);
   out.sums = at::empty({3}, s.options().dtype(at::kFloat));
   a.grad = out.grad.data_ptr();
   a.sums = out.sums.data_ptr<float>();
