@@ -1,7 +1,7 @@
 // Fused distillation loss on CUDA: forward KL / reverse KL / generalized JSD between the tempered teacher and
 // student softmaxes, the T = 1 cross-entropy on the hard labels, the alpha mix and all scalings, and the
-// gradient w.r.t. the student logits, in one kernel launch over the rows plus one tiny launch that sums the
-// per-row values in a fixed order (no float atomics: bit-identical results run to run).
+// gradient w.r.t. the student logits, in one kernel launch: the block that finishes last sums the per-row
+// values in a fixed order (no float atomics: bit-identical results run to run).
 //
 // Fuses: upcast (bf16/f16 -> fp32), 1/T, both online softmaxes (Milakov & Gimelshein 2018), the divergence,
 // the cross-entropy, the gradient (written in the student's dtype in the same launch). Never materialises:
@@ -19,8 +19,12 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
+#include <thread>
+#include <tuple>
 
 #include "distill/kernels/kd_loss_kernels.h"
 
@@ -60,6 +64,9 @@ struct Params {
   void* grad;
   float* row_kd;  // never null: the caller's or the workspace
   float* row_ce;
+  float* sums;          // [3]: loss, kd, ce
+  unsigned* arrivals;   // blocks done so far; 0 at launch, and the last block leaves it 0
+  float alpha, inv_normalizer;
   float k;            // log2(e) / T
   float ck;           // alpha * inv_normalizer * (T^2 or 1) / T
   float cc;           // (1 - alpha) * inv_normalizer, 0 without labels
@@ -214,6 +221,7 @@ struct Stats {
 constexpr size_t kScratchBytes = 32 * sizeof(Stats);  // block reductions: one Stats per warp
 constexpr size_t kClusterHeader = 1024;                 // scratch + exchange slots, keeps the packs 16-byte aligned
 static_assert(kScratchBytes + sizeof(Stats) + 4 * sizeof(float) <= kClusterHeader, "cluster header");
+static_assert(2 * 32 * sizeof(double) + sizeof(unsigned) <= kScratchBytes, "sum_rows_if_last scratch");
 
 __device__ __forceinline__ Stats stats_identity() { return Stats{kLowest, kLowest, 0.f, 0.f, 0.f, 0.f}; }
 
@@ -450,8 +458,7 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
 // [32 Stats of reduction scratch][sparse tail: top-k bitmaps, one per team][block teams: the first
 // `cache_packs` packs of the student and teacher rows, so that later sweeps read them from shared memory].
 template <class TS, class TT, Kind K>
-__global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int team_size, int64_t cache_packs,
-                                                              int bitmap_words) {
+__device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_t cache_packs, int bitmap_words) {
   extern __shared__ __align__(16) unsigned char smem[];
   Team tm;
   tm.block = team_size > 32;
@@ -691,6 +698,56 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int t
   }
 }
 
+// The step's sums in the same launch as the rows (the "one launch per step" of small, launch-bound shapes).
+// Every block arrives once its threads are done (barrier, then thread 0 fences and counts itself in
+// `arrivals`: the cooperative-groups grid-sync pattern); the block that arrives last reads every row value
+// back from L2 and sums them in a fixed order (strided sums per thread in double, a butterfly within each
+// warp, then the warps in order), so the result is bit-identical whichever block finished last. It re-arms
+// the counter for the next launch on the stream. Uses the first 516 bytes of dynamic shared memory, which the
+// caller no longer needs. Every thread of the block must call it.
+__device__ void sum_rows_if_last(const Params& p, unsigned char* smem) {
+  double* part = reinterpret_cast<double*>(smem);  // [kd of each warp][ce of each warp]
+  unsigned* last = reinterpret_cast<unsigned*>(smem + 2 * 32 * sizeof(double));
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();  // this block's row values are visible device-wide before it counts as arrived
+    *last = atomicAdd(p.arrivals, 1u) == gridDim.x - 1 ? 1u : 0u;
+  }
+  __syncthreads();
+  if (*last == 0u) return;
+  __threadfence();  // and every other block's, before they are read
+  double kd = 0.0, ce = 0.0;
+#pragma unroll 8
+  for (int64_t i = threadIdx.x; i < p.rows; i += blockDim.x) {
+    kd += __ldcg(p.row_kd + i);
+    ce += __ldcg(p.row_ce + i);
+  }
+  for (int off = 16; off > 0; off >>= 1) {
+    kd += __shfl_xor_sync(0xffffffffu, kd, off, 32);
+    ce += __shfl_xor_sync(0xffffffffu, ce, off, 32);
+  }
+  const int warp = static_cast<int>(threadIdx.x) / 32, warps = static_cast<int>(blockDim.x) / 32;
+  if (threadIdx.x % 32 == 0) part[warp] = kd, part[32 + warp] = ce;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    double kd_sum = 0.0, ce_sum = 0.0;
+    for (int w = 0; w < warps; ++w) kd_sum += part[w], ce_sum += part[32 + w];
+    const double alpha = p.alpha, inv_n = p.inv_normalizer;
+    p.sums[0] = static_cast<float>((alpha * kd_sum + (1.0 - alpha) * ce_sum) * inv_n);
+    p.sums[1] = static_cast<float>(kd_sum * inv_n);
+    p.sums[2] = static_cast<float>(ce_sum * inv_n);
+    *p.arrivals = 0u;
+  }
+}
+
+template <class TS, class TT, Kind K>
+__global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int team_size, int64_t cache_packs,
+                                                              int bitmap_words) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  rows_body<TS, TT, K>(p, team_size, cache_packs, bitmap_words);
+  sum_rows_if_last(p, smem);
+}
+
 // One row per thread-block cluster of `cluster` blocks (sm_90): block r owns the slice
 // [r * slice, (r + 1) * slice) of the row and keeps all of its packs in shared memory, so the gradient sweep
 // reads nothing from global memory. Statistics are merged across the cluster through distributed shared
@@ -838,34 +895,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
       grow[e] = from_f32<TS>(live ? grad_elem(to_f32(trow[e]), to_f32(srow[e]), lo + e, c) : 0.f);
   }
   cluster.sync();  // no block may exit while another still reads its shared memory
-}
-
-// sums[] from the per-row values: one block, each thread a fixed stride of rows in double, then a fixed tree.
-// (Unrolled so that each thread has 16 loads in flight: 64K rows take a few microseconds.)
-__global__ void __launch_bounds__(kMaxThreads) kd_sums_kernel(const float* row_kd, const float* row_ce, int64_t rows,
-                                                              double alpha, double inv_normalizer, float* sums) {
-  __shared__ double kd_part[kMaxThreads], ce_part[kMaxThreads];
-  double kd = 0.0, ce = 0.0;
-#pragma unroll 8
-  for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) {
-    kd += row_kd[i];
-    ce += row_ce[i];
-  }
-  kd_part[threadIdx.x] = kd;
-  ce_part[threadIdx.x] = ce;
-  __syncthreads();
-  for (int half = blockDim.x / 2; half > 0; half >>= 1) {
-    if (static_cast<int>(threadIdx.x) < half) {
-      kd_part[threadIdx.x] += kd_part[threadIdx.x + half];
-      ce_part[threadIdx.x] += ce_part[threadIdx.x + half];
-    }
-    __syncthreads();
-  }
-  if (threadIdx.x == 0) {
-    sums[0] = static_cast<float>((alpha * kd_part[0] + (1.0 - alpha) * ce_part[0]) * inv_normalizer);
-    sums[1] = static_cast<float>(kd_part[0] * inv_normalizer);
-    sums[2] = static_cast<float>(ce_part[0] * inv_normalizer);
-  }
+  sum_rows_if_last(p, smem);
 }
 
 // ------------------------------------------------------------------------------------------------------------
@@ -888,16 +918,57 @@ struct Device {
   int sm_major = 0, sms = 1, smem_optin = 48 << 10, smem_per_sm = 48 << 10;
 };
 
+// The current device's properties, queried once per device (every launch needs them; small shapes are
+// launch-bound, so the host path stays short).
 Device current_device() {
-  Device d;
   int dev = 0;
   check_call(cudaGetDevice(&dev), "cudaGetDevice");
+  static std::mutex mutex;
+  static auto* known = new std::map<int, Device>();  // never freed, like the arrival counters
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto found = known->find(dev); found != known->end()) return found->second;
+  Device d;
   const char* what = "cudaDeviceGetAttribute";
   check_call(cudaDeviceGetAttribute(&d.sm_major, cudaDevAttrComputeCapabilityMajor, dev), what);
   check_call(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev), what);
   check_call(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), what);
   check_call(cudaDeviceGetAttribute(&d.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev), what);
+  known->emplace(dev, d);
   return d;
+}
+
+// The arrival counter of sum_rows_if_last: one per (device, stream), zeroed on the stream before its first
+// use, left at zero by every launch, and kept for the life of the process. Launches on one stream run in
+// order and can share one; launches on different streams may overlap and must not (cudaStreamPerThread is a
+// different stream in every host thread). Counters come from slabs of 256, one cudaMalloc each.
+unsigned* arrival_counter(cudaStream_t stream) {
+  int dev = 0;
+  check_call(cudaGetDevice(&dev), "cudaGetDevice");
+  const std::thread::id thread = stream == cudaStreamPerThread ? std::this_thread::get_id() : std::thread::id();
+  using Key = std::tuple<int, cudaStream_t, std::thread::id>;
+  struct Slab {
+    unsigned* base = nullptr;
+    int used = 0;
+  };
+  constexpr int kSlab = 256;
+  static std::mutex mutex;
+  // Never freed: a launch may still be queued when static destructors run.
+  static auto* counters = new std::map<Key, unsigned*>();
+  static auto* slabs = new std::map<int, Slab>();
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto found = counters->find(Key(dev, stream, thread));
+  if (found != counters->end()) return found->second;
+  Slab& slab = (*slabs)[dev];
+  if (!slab.base || slab.used == kSlab) {
+    unsigned* base = nullptr;
+    check_call(cudaMalloc(&base, kSlab * sizeof(unsigned)), "cudaMalloc (arrival counters)");
+    slab = Slab{base, 0};
+  }
+  unsigned* counter = slab.base + slab.used;
+  check_call(cudaMemsetAsync(counter, 0, sizeof(unsigned), stream), "cudaMemsetAsync (arrival counter)");
+  ++slab.used;
+  counters->emplace(Key(dev, stream, thread), counter);
+  return counter;
 }
 
 // The concrete launch shape of one call.
@@ -1004,6 +1075,9 @@ Params make_params(const KdLossArgs& a, void* workspace) {
   float* ws = static_cast<float*>(workspace);
   p.row_kd = a.row_kd ? a.row_kd : ws;
   p.row_ce = a.row_ce ? a.row_ce : ws + a.rows;
+  p.sums = a.sums;
+  p.alpha = a.alpha;
+  p.inv_normalizer = a.inv_normalizer;
   const double T = a.temperature;
   p.k = static_cast<float>(1.4426950408889634 / T);
   p.kd_scale = static_cast<float>(a.t2_scale ? T * T : 1.0);
@@ -1112,16 +1186,14 @@ void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream_
     throw std::invalid_argument(
         "kd_loss_forward_cuda: workspace of kd_loss_cuda_workspace_bytes(args) bytes is required");
   const Plan pl = make_plan(args, variant, current_device());
-  const Params p = make_params(args, workspace);
+  Params p = make_params(args, workspace);
+  p.arrivals = arrival_counter(stream);
   const Kind kind = kind_of(args);
   switch (args.student_dtype) {
     case ScalarType::f32: launch_teacher<float>(args.teacher_dtype, kind, pl, p, stream); break;
     case ScalarType::bf16: launch_teacher<__nv_bfloat16>(args.teacher_dtype, kind, pl, p, stream); break;
     case ScalarType::f16: launch_teacher<__half>(args.teacher_dtype, kind, pl, p, stream); break;
   }
-  kd_sums_kernel<<<1, kMaxThreads, 0, stream>>>(p.row_kd, p.row_ce, args.rows, args.alpha, args.inv_normalizer,
-                                                args.sums);
-  check_launch("kd_sums_kernel");
 }
 
 }  // namespace distill::kernels

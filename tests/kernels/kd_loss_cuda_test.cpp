@@ -268,6 +268,51 @@ TEST_CASE("kd_loss cuda: loss only, deterministic, errors", "[kd_loss][cuda]") {
   CHECK(kd_loss_cuda_compiled());
 }
 
+// One launch per call: each block counts itself done on a per-stream arrival counter, and the last one writes
+// sums[] and re-arms the counter. Back-to-back launches on one stream, and launches interleaved on two streams
+// with no synchronisation between them, must each see their own counter at zero and give the sums of a lone
+// launch, bit for bit.
+TEST_CASE("kd_loss cuda: back-to-back launches on one stream and on two streams", "[kd_loss][cuda]") {
+  REQUIRE_DEVICE();
+  Spec sa;  // rows_per_warp, 256 blocks
+  sa.N = 65536, sa.V = 10, sa.labels = true, sa.alpha = 0.5f, sa.T = 2.0f, sa.ignore_every = 5, sa.want_grad = false;
+  Spec sb;  // block_per_row, 67 blocks
+  sb.N = 67, sb.V = 5003, sb.kind = Divergence::jsd, sb.sdt = sb.tdt = ScalarType::bf16, sb.want_grad = false;
+  auto pa = make_problem(sa), pb = make_problem(sb);
+  DeviceProblem da(*pa), db(*pb);
+  const Outputs lone_a = run_cuda(*pa, da, CudaVariant::automatic, nullptr);
+  const Outputs lone_b = run_cuda(*pb, db, CudaVariant::automatic, nullptr);
+  REQUIRE(compare(*pa, run_reference(*pa), lone_a, tolerance(*pa)).empty());
+
+  constexpr int kRounds = 6;
+  DeviceBuffer<float> sums(static_cast<size_t>(6 * kRounds));
+  DeviceBuffer<uint8_t> ws_a(static_cast<size_t>(kd_loss_cuda_workspace_bytes(da.args)));
+  DeviceBuffer<uint8_t> ws_b(static_cast<size_t>(kd_loss_cuda_workspace_bytes(db.args)));
+  cudaStream_t one, two;
+  cuda_ok(cudaStreamCreateWithFlags(&one, cudaStreamNonBlocking), "cudaStreamCreate");
+  cuda_ok(cudaStreamCreateWithFlags(&two, cudaStreamNonBlocking), "cudaStreamCreate");
+  for (int r = 0; r < kRounds; ++r) {
+    KdLossArgs a = da.args, b = db.args;
+    a.grad = b.grad = nullptr;
+    a.sums = sums.ptr + 6 * r;
+    b.sums = sums.ptr + 6 * r + 3;
+    kd_loss_forward_cuda(a, ws_a.ptr, one);
+    // Rounds 0-2: b waits behind a on the same stream; rounds 3-5: b runs beside a on its own stream.
+    kd_loss_forward_cuda(b, ws_b.ptr, r < kRounds / 2 ? one : two);
+  }
+  cuda_ok(cudaStreamSynchronize(one), "kernels on stream one");
+  cuda_ok(cudaStreamSynchronize(two), "kernels on stream two");
+  float got[6 * kRounds];
+  cuda_ok(cudaMemcpy(got, sums.ptr, sizeof got, cudaMemcpyDeviceToHost), "D2H");
+  for (int r = 0; r < kRounds; ++r) {
+    INFO("round " << r);
+    CHECK(std::memcmp(got + 6 * r, lone_a.sums, sizeof lone_a.sums) == 0);
+    CHECK(std::memcmp(got + 6 * r + 3, lone_b.sums, sizeof lone_b.sums) == 0);
+  }
+  cuda_ok(cudaStreamDestroy(one), "cudaStreamDestroy");
+  cuda_ok(cudaStreamDestroy(two), "cudaStreamDestroy");
+}
+
 // Shapes that only a GPU does quickly, against the fused CPU kernel (the double reference would take minutes).
 TEST_CASE("kd_loss cuda: [16384, 128256]-class shapes against the CPU kernel", "[kd_loss][cuda][large]") {
   REQUIRE_DEVICE();

@@ -122,8 +122,9 @@ int64_t kd_loss_min_bytes(const KdLossArgs& args);
 // CUDA: launched on `stream` (a cudaStream_t); device pointers throughout; checks its launch and throws
 // std::runtime_error with the CUDA error string on failure. Needs scratch for deterministic reductions:
 // kd_loss_cuda_workspace_bytes(args) bytes at `workspace` (device memory, 256-byte aligned; may be null when
-// row_kd and row_ce are both given). Two launches (rows, then the fixed-order sum of the row values into
-// sums[]), no host synchronisation.
+// row_kd and row_ce are both given). One launch: the last block to finish sums the row values into sums[] in a
+// fixed order (bit-identical run to run); no host synchronisation. Keeps one 4-byte arrival counter per
+// (device, stream) for the life of the process, allocated on first use.
 int64_t kd_loss_cuda_workspace_bytes(const KdLossArgs& args);
 void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream);
 
