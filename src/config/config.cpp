@@ -321,6 +321,14 @@ void validate(const Config& c) {
   check_one_of("loss.vocab", c.loss.vocab, {"error", "truncate"});
   check_positive("loss.temperature", c.loss.temperature);
   if (!(c.loss.alpha >= 0.0 && c.loss.alpha <= 1.0)) range_error("loss.alpha", "in [0, 1]", fmt_num(c.loss.alpha));
+  if (c.loss.topk < 0) range_error("loss.topk", ">= 0 (0 = the whole teacher row)", std::to_string(c.loss.topk));
+  check_one_of("loss.topk_tail", c.loss.topk_tail, {"ignore", "tail"});
+  if (c.loss.topk > 0 && c.loss.kind != "forward_kl")
+    throw Error("loss.topk: a sparse (top-k) teacher supports loss.kind \"forward_kl\" only, got \"" + c.loss.kind +
+                "\"; set loss.kind to \"forward_kl\" or loss.topk to 0");
+  if (c.loss.topk > 0 && !c.teacher)
+    throw Error("loss.topk: there is no teacher section, so there are no teacher logits to take the top-k of; "
+                "remove loss.topk or add a teacher");
   // optim
   check_one_of("optim.name", c.optim.name, {"sgd", "adam", "adamw"});
   check_positive("optim.lr", c.optim.lr);

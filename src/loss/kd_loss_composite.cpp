@@ -105,6 +105,7 @@ KdLossOptions KdLossOptions::from_config(const LossConfig& c) {
   o.alpha = c.alpha;
   o.ignore_index = c.ignore_index;
   o.vocab = c.vocab == "truncate" ? VocabPolicy::truncate : VocabPolicy::error;
+  o.topk_tail = c.topk_tail == "tail" ? kernels::TopkTail::tail : kernels::TopkTail::ignore;
   return o;
 }
 

@@ -13,10 +13,8 @@
 
 namespace distill {
 
-at::Tensor fit_teacher_vocab(const at::Tensor& student, const at::Tensor& teacher, VocabPolicy policy) {
-  TORCH_CHECK(teacher.dim() == 2 && teacher.size(0) == student.size(0), "teacher logits ", teacher.sizes(),
-              " do not match student logits ", student.sizes(), " row for row");
-  const int64_t v = student.size(1), v_t = teacher.size(1);
+at::Tensor fit_teacher_vocab(const at::Tensor& teacher, int64_t v, VocabPolicy policy) {
+  const int64_t v_t = teacher.size(1);
   if (v_t == v) return teacher;
   if (v_t < v)
     throw Error("loss: the teacher has " + std::to_string(v_t) + " outputs, fewer than the student's " + std::to_string(v) +
@@ -26,6 +24,30 @@ at::Tensor fit_teacher_vocab(const at::Tensor& student, const at::Tensor& teache
   throw Error("loss.vocab: the teacher has " + std::to_string(v_t) + " outputs and the student " + std::to_string(v) +
               " (a padded embedding table?); set loss.vocab to \"truncate\" to compare the first " + std::to_string(v) +
               " only, if the extra rows are padding");
+}
+
+at::Tensor fit_teacher_vocab(const at::Tensor& student, const at::Tensor& teacher, VocabPolicy policy) {
+  TORCH_CHECK(teacher.dim() == 2 && teacher.size(0) == student.size(0), "teacher logits ", teacher.sizes(),
+              " do not match student logits ", student.sizes(), " row for row");
+  return fit_teacher_vocab(teacher, student.size(1), policy);
+}
+
+SparseTeacher sparse_teacher_topk(const at::Tensor& teacher_logits, int64_t k, int64_t student_vocab,
+                                  const KdLossOptions& o) {
+  TORCH_CHECK(teacher_logits.dim() == 2, "teacher logits must be [N, V], got ", teacher_logits.sizes());
+  if (k < 1 || k > student_vocab)
+    throw Error("loss.topk: " + std::to_string(k) + " is not in [1, " + std::to_string(student_vocab) +
+                "] (the student has " + std::to_string(student_vocab) + " outputs); use at most " +
+                std::to_string(student_vocab) + ", or 0 for the whole teacher row");
+  const at::Tensor t = teacher_logits.detach();
+  const at::Tensor fitted = fit_teacher_vocab(t, student_vocab, o.vocab);
+  SparseTeacher sparse;
+  auto [values, index] = fitted.topk(k, 1);
+  sparse.index = index.contiguous();
+  sparse.logits = values.contiguous();
+  if (o.topk_tail == kernels::TopkTail::tail)
+    sparse.lse = at::logsumexp(fitted.to(at::kFloat) / o.temperature, {1}).contiguous();
+  return sparse;
 }
 
 namespace {

@@ -54,6 +54,10 @@ Workspace prepare_workspace(const Config& config, const std::optional<Normalizer
   ws.device = resolve_device(config.run.device);
   ws.data = load_dataset(config.data, normalizer);
   ws.io = {ws.data.num_features, ws.data.num_classes};
+  if (config.loss.topk > ws.io.classes)
+    throw Error("loss.topk: " + std::to_string(config.loss.topk) + " is more than the " + std::to_string(ws.io.classes) +
+                " classes of the data (the student's outputs); use at most " + std::to_string(ws.io.classes) +
+                ", or 0 for the whole teacher row");
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
   if (config.teacher) {
     std::optional<SafetensorsContents> weights;
@@ -264,6 +268,10 @@ class Trainer {
       teacher_logits = ws_.teacher->forward(same_inputs ? x : ws_.data.teacher_train_x.index_select(0, rows).to(ws_.device));
     }
     at::Tensor student_logits = ws_.student->forward(x);
+    if (teacher_logits.defined() && c_.loss.topk > 0) {
+      const SparseTeacher sparse = sparse_teacher_topk(teacher_logits, c_.loss.topk, student_logits.size(1), loss_options_);
+      return kd_loss_sparse(student_logits, sparse, y, loss_options_, step_rows);
+    }
     return kd_loss(student_logits, teacher_logits, y, loss_options_, step_rows);
   }
 
@@ -271,15 +279,16 @@ class Trainer {
     ws_.student->set_training(true);
     optimizer_->zero_grad();
     const double n_rows = static_cast<double>(step_rows.size(0));
-    at::Tensor loss = torch::zeros({}), kd = torch::zeros({}), ce = torch::zeros({});
+    // The terms add up where they are computed: one device-to-host copy per step, not per micro-batch.
+    at::Tensor terms = torch::zeros({3}, torch::TensorOptions().device(ws_.device));
     for (int64_t b = 0; b < step_rows.size(0); b += c_.train.batch_size) {
       LossTerms t = forward(step_rows.slice(0, b, std::min(step_rows.size(0), b + c_.train.batch_size)), n_rows);
       t.loss.backward();
-      loss += t.loss.detach().cpu();
-      kd += t.kd.cpu();
-      ce += t.ce.cpu();
+      terms += torch::stack({t.loss.detach(), t.kd, t.ce}).to(torch::kFloat);
     }
-    return update(loss.item<double>(), kd.item<double>(), ce.item<double>());
+    const at::Tensor host = terms.to(torch::kCPU, torch::kDouble);
+    const double* v = host.data_ptr<double>();
+    return update(v[0], v[1], v[2]);
   }
 
   // Update: clip, check, learning rate, step. A non-finite loss or gradient norm skips the step.

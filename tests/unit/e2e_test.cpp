@@ -74,6 +74,26 @@ TEST_CASE("e2e: teacher, distilled student, eval on digits") {
   CHECK(metrics["val_accuracy"].get<double>() == reported);
   CHECK(metrics["teacher_val_accuracy"].get<double>() == summary["teacher_val_accuracy"].get<double>());
 
+  // loss.topk: the teacher's 3 largest logits per row, with the tail term. It trains, reaches the dense
+  // student's accuracy band, and is not the dense run in disguise.
+  json sparse = student;
+  sparse["run"]["out_dir"] = dir / "topk";
+  sparse["loss"]["topk"] = 3;
+  sparse["loss"]["topk_tail"] = "tail";
+  distill::test::write_text(dir / "topk.json", sparse.dump());
+  auto k = run_distill("train --config " + (dir / "topk.json"));
+  INFO(k.output);
+  REQUIRE(k.exit_code == 0);
+  auto topk_train = events(dir / "topk/metrics.jsonl", "train");
+  CHECK(topk_train.back()["loss"].get<double>() < 0.5 * topk_train.front()["loss"].get<double>());
+  CHECK(json::parse(distill::test::read_text(dir / "topk/summary.json"))["val_accuracy"].get<double>() > 0.85);
+  CHECK(distill::test::read_text(dir / "topk/student.safetensors") != distill::test::read_text(dir / "student/student.safetensors"));
+  // More than the data's 10 classes: one error line naming the key, before any training.
+  auto bad = run_distill("train --config " + (dir / "topk.json") + " --set loss.topk=11 --out " + (dir / "topk-bad"));
+  CHECK(bad.exit_code != 0);
+  CHECK_THAT(bad.output, Catch::Contains("error: loss.topk: 11 is more than the 10 classes"));
+  CHECK_FALSE(distill::paths::exists(dir / "topk-bad/student.safetensors"));
+
   // Same config and seed on the CPU: bit-identical weights.
   auto again = run_distill("train --config " + (dir / "student.json") + " --out " + (dir / "again"));
   REQUIRE(again.exit_code == 0);

@@ -218,6 +218,43 @@ TEST_CASE("kd loss: sparse top-k teachers, ignore and tail") {
   check_close(as_sparse.loss.item<double>(), dense.loss.item<double>(), 1e-4, 1e-6, "K = V");
 }
 
+TEST_CASE("kd loss: sparse_teacher_topk builds the sparse teacher of loss.topk") {
+  torch::manual_seed(13);
+  const int64_t n = 5, v = 12;
+  at::Tensor s = torch::randn({n, v}) * 2, full = torch::randn({n, v + 3}) * 2;
+  at::Tensor y = torch::tensor({3, -100, 0, 11, 7});
+  KdLossOptions o;
+  o.temperature = 3;
+  o.alpha = 0.7;
+  // Wider teacher: loss.vocab decides first, as for the dense teacher.
+  CHECK_THROWS_WITH(distill::sparse_teacher_topk(full, 4, v, o), Catch::Contains("loss.vocab"));
+  o.vocab = distill::VocabPolicy::truncate;
+  const at::Tensor fitted = full.narrow(1, 0, v);
+  auto ignore = distill::sparse_teacher_topk(full, 4, v, o);
+  CHECK_FALSE(ignore.lse.defined());
+  auto want = fitted.topk(4, 1);
+  CHECK(torch::equal(ignore.logits, std::get<0>(want)));
+  CHECK(torch::equal(ignore.index, std::get<1>(want)));
+  CHECK(ignore.index.max().item<int64_t>() < v);
+  o.topk_tail = distill::kernels::TopkTail::tail;
+  auto tail = distill::sparse_teacher_topk(full, 4, v, o);
+  REQUIRE(tail.lse.defined());
+  check_tensor_close(tail.lse, torch::logsumexp(fitted / 3.0, 1), 1e-6, 0, "lse");
+  // K = V: both tail modes are the dense forward KL.
+  auto dense = distill::kd_loss(s, fitted.contiguous(), y, o, 4);
+  for (auto mode : {distill::kernels::TopkTail::ignore, distill::kernels::TopkTail::tail}) {
+    o.topk_tail = mode;
+    auto all = distill::kd_loss_sparse(s, distill::sparse_teacher_topk(full, v, v, o), y, o, 4);
+    check_close(all.loss.item<double>(), dense.loss.item<double>(), 1e-5, 1e-7, "K = V");
+    check_close(all.kd.item<double>(), dense.kd.item<double>(), 1e-5, 1e-7, "K = V kd");
+  }
+  // K < V differs from the dense teacher, and K outside [1, V] names loss.topk.
+  auto few = distill::kd_loss_sparse(s, distill::sparse_teacher_topk(full, 2, v, o), y, o, 4);
+  CHECK(std::abs(few.kd.item<double>() - dense.kd.item<double>()) > 1e-3);
+  CHECK_THROWS_WITH(distill::sparse_teacher_topk(full, v + 1, v, o), Catch::Contains("loss.topk: 13 is not in [1, 12]"));
+  CHECK_THROWS_WITH(distill::sparse_teacher_topk(full, 0, v, o), Catch::Contains("loss.topk"));
+}
+
 TEST_CASE("kd loss: the fused op's gradient matches finite differences of its own loss") {
   torch::manual_seed(5);
   for (auto [kind, beta] : std::vector<std::pair<Divergence, double>>{
@@ -243,7 +280,7 @@ TEST_CASE("kd loss: the fused op's gradient matches finite differences of its ow
   }
 }
 
-TEST_CASE("loss config: kinds, beta and vocab are validated") {
+TEST_CASE("loss config: kinds, beta, vocab and topk are validated") {
   json doc = json::parse(R"({"data": {"path": "d.csv"}, "student": {"arch": "mlp"}})");
   doc["loss"] = {{"kind", "jsd"}, {"beta", 1.5}};
   CHECK_THROWS_WITH(distill::parse_config(doc, "r.json"), Catch::Contains("loss.beta: must be in [0, 1], got 1.5"));
@@ -251,6 +288,19 @@ TEST_CASE("loss config: kinds, beta and vocab are validated") {
   CHECK_THROWS_WITH(distill::parse_config(doc, "r.json"), Catch::Contains("loss.kind: must be one of forward_kl | reverse_kl | jsd"));
   doc["loss"] = {{"vocab", "pad"}};
   CHECK_THROWS_WITH(distill::parse_config(doc, "r.json"), Catch::Contains("loss.vocab: must be one of error | truncate"));
+  // loss.topk: a sparse teacher needs forward_kl and a teacher; topk_tail is one of two words.
+  doc["loss"] = {{"topk", -1}};
+  CHECK_THROWS_WITH(distill::parse_config(doc, "r.json"), Catch::Contains("loss.topk: must be >= 0"));
+  doc["loss"] = {{"topk", 3}, {"topk_tail", "renormalise"}};
+  CHECK_THROWS_WITH(distill::parse_config(doc, "r.json"), Catch::Contains("loss.topk_tail: must be one of ignore | tail"));
+  doc["loss"] = {{"topk", 3}};
+  CHECK_THROWS_WITH(distill::parse_config(doc, "r.json"), Catch::Contains("loss.topk: there is no teacher section"));
+  doc["teacher"] = {{"path", "t.pt"}};
+  doc["loss"] = {{"topk", 3}, {"kind", "jsd"}};
+  CHECK_THROWS_WITH(distill::parse_config(doc, "r.json"), Catch::Contains("supports loss.kind \"forward_kl\" only, got \"jsd\""));
+  doc["loss"] = {{"topk", 3}, {"topk_tail", "tail"}};
+  CHECK(KdLossOptions::from_config(distill::parse_config(doc, "r.json").loss).topk_tail == distill::kernels::TopkTail::tail);
+  doc.erase("teacher");
   doc["loss"] = {{"kind", "reverse_kl"}, {"vocab", "truncate"}};
   auto c = distill::parse_config(doc, "r.json");
   auto o = KdLossOptions::from_config(c.loss);

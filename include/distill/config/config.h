@@ -51,6 +51,8 @@ struct LossConfig {
   double beta = 0.5;    // jsd: M = beta P + (1 - beta) Q
   int64_t ignore_index = -100;  // rows with this label count nowhere
   std::string vocab = "error";  // error | truncate: what to do when the teacher has more outputs
+  int64_t topk = 0;                  // > 0: a sparse teacher, its k largest logits per row; 0 = the whole row
+  std::string topk_tail = "ignore";  // ignore | tail: the teacher mass outside the top-k
 };
 
 struct OptimConfig {
@@ -133,6 +135,8 @@ template <class F> void visit_fields(LossConfig& c, F&& f) {
   f("beta", c.beta, "jsd: mixture M = beta P + (1 - beta) Q; 0 is exactly forward_kl, 1 exactly reverse_kl");
   f("ignore_index", c.ignore_index, "label value of rows that count in neither loss nor normaliser");
   f("vocab", c.vocab, "a teacher with more outputs than the student: error | truncate (use its first outputs)");
+  f("topk", c.topk, "> 0: distil from the teacher's k largest logits per row only (the sparse teacher a teacher cache stores; forward_kl only); 0 = the whole row. Validation kd stays the dense divergence");
+  f("topk_tail", c.topk_tail, "with topk: ignore (teacher renormalised over its top-k) | tail (exact teacher probabilities on the top-k, plus one term for the mass outside it)");
 }
 template <class F> void visit_fields(OptimConfig& c, F&& f) {
   f("name", c.name, "sgd | adam | adamw");

@@ -53,6 +53,13 @@ struct SparseTeacher {
   at::Tensor index, logits, lse;
 };
 
+// The sparse teacher of dense teacher logits [N, V_t] for a student with `student_vocab` outputs: the vocabulary
+// rule first (options.vocab), then the k largest logits of each row (ties: torch::topk's order), and, for
+// TopkTail::tail, lse = logsumexp(z_t / T) over the fitted row in float32. What `loss.topk` trains with, and
+// what a teacher cache would store. Needs 1 <= k <= student_vocab.
+SparseTeacher sparse_teacher_topk(const at::Tensor& teacher_logits, int64_t k, int64_t student_vocab,
+                                  const KdLossOptions& options);
+
 struct LossTerms {
   at::Tensor loss;  // scalar, differentiable w.r.t. the student logits
   at::Tensor kd;    // scalar sum_i kd_i / normalizer (detached); 0 without a teacher
