@@ -134,10 +134,13 @@ bool remove_tree(const std::string& path) {
   return ::rmdir(path.c_str()) == 0 || errno == ENOENT;
 }
 
-std::vector<std::string> list_dir(const std::string& path) {
+std::vector<std::string> list_dir(const std::string& path, std::string* error) {
   std::vector<std::string> names;
   DIR* dir = ::opendir(path.c_str());
-  if (!dir) return names;
+  if (!dir) {
+    if (error && errno != ENOENT) *error = path + ": " + std::strerror(errno);
+    return names;
+  }
   while (const dirent* e = ::readdir(dir)) {
     const std::string name = e->d_name;
     if (name != "." && name != "..") names.push_back(name);

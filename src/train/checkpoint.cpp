@@ -34,7 +34,12 @@ std::string checkpoint_file_name(int64_t step) {
 
 std::vector<std::string> list_checkpoints(const std::string& dir) {
   std::vector<std::pair<int64_t, std::string>> found;
-  for (const std::string& name : paths::list_dir(dir)) {
+  std::string error;
+  const std::vector<std::string> names = paths::list_dir(dir, &error);
+  if (!error.empty())
+    throw Error(error + "; distill lists this folder to find the checkpoint to resume from and to prune old ones. "
+                        "Make it a readable folder, or move it away to start afresh");
+  for (const std::string& name : names) {
     const int64_t step = step_of(name);
     const std::string path = paths::join(dir, name);
     if (step >= 0 && paths::is_regular_file(path)) found.emplace_back(step, path);

@@ -53,6 +53,13 @@ TEST_CASE("paths: queries, folders and removal") {
   CHECK_FALSE(paths::is_regular_file(dir / "a/b"));
   CHECK(paths::list_dir(dir / "a") == std::vector<std::string>{"b", "link", "one.txt"});
   CHECK(paths::list_dir(dir / "none").empty());
+  {
+    std::string error;
+    CHECK(paths::list_dir(dir / "none", &error).empty());
+    CHECK(error.empty());  // missing is not an error
+    CHECK(paths::list_dir(dir / "a/one.txt", &error).empty());
+    CHECK(error == dir / "a/one.txt" + std::string(": Not a directory"));
+  }
   // Symbolic links are not followed: the files under a/b are listed once.
   CHECK(paths::list_files_recursive(dir / "a") == std::vector<std::string>{"b/c/three.txt", "b/two.txt", "one.txt"});
   CHECK(distill::test::count_files(dir / "a/b", ".txt") == 1);

@@ -186,6 +186,17 @@ TEST_CASE("resume: nothing to resume, and bad checkpoints") {
                        distill::test::source_path("tests/fixtures/parity/teacher.safetensors"));
   CHECK(w.exit_code == 1);
   CHECK_THAT(w.output, Catch::Contains("not a distill checkpoint"));
+  // A run whose checkpoints/ cannot be listed is not silently started afresh: one error naming the folder.
+  REQUIRE(run_distill("train --config " + config + " --set train.max_steps=3").exit_code == 0);
+  const std::string metrics = distill::test::read_text(dir / "run/metrics.jsonl");
+  distill::paths::remove_tree(dir / "run/checkpoints");
+  distill::test::write_text(dir / "run/checkpoints", "not a folder\n");
+  auto f = run_distill("train --config " + config + " --resume auto");
+  INFO(f.output);
+  CHECK(f.exit_code == 1);
+  CHECK(distill::test::count_lines_starting(f.output, "error: ") == 1);
+  CHECK_THAT(f.output, Catch::Contains("error: " + dir / "run/checkpoints: Not a directory; distill lists this folder"));
+  CHECK(distill::test::read_text(dir / "run/metrics.jsonl") == metrics);  // nothing trained, nothing appended
 }
 
 TEST_CASE("crash safety: a failed checkpoint write keeps the previous checkpoint") {

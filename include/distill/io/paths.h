@@ -42,8 +42,9 @@ bool create_directories(const std::string& path, std::string* error = nullptr);
 bool remove_file(const std::string& path);
 // rm -rf without following symbolic links; best effort, true when nothing is left.
 bool remove_tree(const std::string& path);
-// The names in a folder (no "." or ".."), sorted; empty when it cannot be read.
-std::vector<std::string> list_dir(const std::string& path);
+// The names in a folder (no "." or ".."), sorted; empty when it cannot be read. A folder that exists but cannot
+// be listed (not a folder, no permission) also sets `error` ("<path>: Permission denied"); a missing one does not.
+std::vector<std::string> list_dir(const std::string& path, std::string* error = nullptr);
 // Every regular file under `path`, as paths relative to it, sorted (symbolic links are not followed).
 std::vector<std::string> list_files_recursive(const std::string& path);
 
