@@ -27,6 +27,19 @@ ctest --test-dir build-gpu -j 8 --timeout 600 --output-on-failure > "$out/ctest.
 ctest_rc=$?
 grep -E "tests passed|Failed|\*\*\*|Skipped" "$out/ctest.log" | tail -25
 
+stage sanitize
+# The one-launch forward's last-block sum (fence, atomic, re-armed counter) and the kernels' memory accesses
+# under compute-sanitizer, on two small test cases (the whole suite would take too long under racecheck).
+if command -v compute-sanitizer > /dev/null; then
+  for tool in memcheck racecheck synccheck; do
+    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 build-gpu/kd_loss_cuda_test \
+      "kd_loss cuda: back-to-back*,kd_loss cuda: jsd beta*" > "$out/sanitize-$tool.log" 2>&1
+    echo "compute-sanitizer $tool: exit $? ($(grep -h 'ERROR SUMMARY' "$out/sanitize-$tool.log" | tail -1))"
+  done
+else
+  echo "compute-sanitizer: not on PATH"
+fi
+
 stage train
 # End to end on the GPU: a supervised teacher, then a distilled student, both with run.device=cuda.
 build-gpu/distill train --config configs/digits-teacher.json --set run.device=cuda --set train.epochs=5 \
