@@ -24,7 +24,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <tuple>
+#include <utility>
 
 #include "distill/kernels/kd_loss_kernels.h"
 
@@ -918,57 +918,65 @@ struct Device {
   int sm_major = 0, sms = 1, smem_optin = 48 << 10, smem_per_sm = 48 << 10;
 };
 
-// The current device's properties, queried once per device (every launch needs them; small shapes are
-// launch-bound, so the host path stays short).
-Device current_device() {
+// What each device keeps for the life of the process, under one lock: its properties (queried once; small
+// shapes are launch-bound, so a launch makes no attribute queries) and the arrival counters of
+// sum_rows_if_last. A counter serves one stream: zeroed on that stream before its first use and left at zero
+// by every launch. Launches on one stream run in order and can share it; launches on different streams may
+// overlap and must not (cudaStreamPerThread is a different stream in every host thread). Counters come from
+// slabs of 256, one cudaMalloc each. Never freed: a launch may still be queued when static destructors run.
+struct DeviceState {
+  Device props;
+  std::map<std::pair<cudaStream_t, std::thread::id>, unsigned*> counters;
+  unsigned* slab = nullptr;
+  int slab_used = 0;
+};
+constexpr int kSlab = 256;
+
+std::mutex& state_mutex() {
+  static std::mutex mutex;
+  return mutex;
+}
+
+// The current device's state; the caller holds state_mutex().
+DeviceState& current_state() {
   int dev = 0;
   check_call(cudaGetDevice(&dev), "cudaGetDevice");
-  static std::mutex mutex;
-  static auto* known = new std::map<int, Device>();  // never freed, like the arrival counters
-  const std::lock_guard<std::mutex> lock(mutex);
-  if (const auto found = known->find(dev); found != known->end()) return found->second;
+  static auto* states = new std::map<int, DeviceState>();
+  if (const auto found = states->find(dev); found != states->end()) return found->second;
   Device d;
   const char* what = "cudaDeviceGetAttribute";
   check_call(cudaDeviceGetAttribute(&d.sm_major, cudaDevAttrComputeCapabilityMajor, dev), what);
   check_call(cudaDeviceGetAttribute(&d.sms, cudaDevAttrMultiProcessorCount, dev), what);
   check_call(cudaDeviceGetAttribute(&d.smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev), what);
   check_call(cudaDeviceGetAttribute(&d.smem_per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, dev), what);
-  known->emplace(dev, d);
-  return d;
+  DeviceState& state = (*states)[dev];
+  state.props = d;
+  return state;
 }
 
-// The arrival counter of sum_rows_if_last: one per (device, stream), zeroed on the stream before its first
-// use, left at zero by every launch, and kept for the life of the process. Launches on one stream run in
-// order and can share one; launches on different streams may overlap and must not (cudaStreamPerThread is a
-// different stream in every host thread). Counters come from slabs of 256, one cudaMalloc each.
-unsigned* arrival_counter(cudaStream_t stream) {
-  int dev = 0;
-  check_call(cudaGetDevice(&dev), "cudaGetDevice");
+Device current_device() {
+  const std::lock_guard<std::mutex> lock(state_mutex());
+  return current_state().props;
+}
+
+// The current device's properties and `stream`'s arrival counter.
+std::pair<Device, unsigned*> launch_context(cudaStream_t stream) {
+  const std::lock_guard<std::mutex> lock(state_mutex());
+  DeviceState& state = current_state();
   const std::thread::id thread = stream == cudaStreamPerThread ? std::this_thread::get_id() : std::thread::id();
-  using Key = std::tuple<int, cudaStream_t, std::thread::id>;
-  struct Slab {
-    unsigned* base = nullptr;
-    int used = 0;
-  };
-  constexpr int kSlab = 256;
-  static std::mutex mutex;
-  // Never freed: a launch may still be queued when static destructors run.
-  static auto* counters = new std::map<Key, unsigned*>();
-  static auto* slabs = new std::map<int, Slab>();
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto found = counters->find(Key(dev, stream, thread));
-  if (found != counters->end()) return found->second;
-  Slab& slab = (*slabs)[dev];
-  if (!slab.base || slab.used == kSlab) {
-    unsigned* base = nullptr;
-    check_call(cudaMalloc(&base, kSlab * sizeof(unsigned)), "cudaMalloc (arrival counters)");
-    slab = Slab{base, 0};
+  unsigned*& counter = state.counters[{stream, thread}];
+  if (!counter) {
+    if (!state.slab || state.slab_used == kSlab) {
+      unsigned* slab = nullptr;
+      check_call(cudaMalloc(&slab, kSlab * sizeof(unsigned)), "cudaMalloc (arrival counters)");
+      state.slab = slab;
+      state.slab_used = 0;
+    }
+    check_call(cudaMemsetAsync(state.slab + state.slab_used, 0, sizeof(unsigned), stream),
+               "cudaMemsetAsync (arrival counter)");
+    counter = state.slab + state.slab_used++;
   }
-  unsigned* counter = slab.base + slab.used;
-  check_call(cudaMemsetAsync(counter, 0, sizeof(unsigned), stream), "cudaMemsetAsync (arrival counter)");
-  ++slab.used;
-  counters->emplace(Key(dev, stream, thread), counter);
-  return counter;
+  return {state.props, counter};
 }
 
 // The concrete launch shape of one call.
@@ -1185,9 +1193,10 @@ void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream_
   if (!workspace && (!args.row_kd || !args.row_ce))
     throw std::invalid_argument(
         "kd_loss_forward_cuda: workspace of kd_loss_cuda_workspace_bytes(args) bytes is required");
-  const Plan pl = make_plan(args, variant, current_device());
+  const auto [device, arrivals] = launch_context(stream);
+  const Plan pl = make_plan(args, variant, device);
   Params p = make_params(args, workspace);
-  p.arrivals = arrival_counter(stream);
+  p.arrivals = arrivals;
   const Kind kind = kind_of(args);
   switch (args.student_dtype) {
     case ScalarType::f32: launch_teacher<float>(args.teacher_dtype, kind, pl, p, stream); break;

@@ -284,7 +284,7 @@ class Trainer {
     for (int64_t b = 0; b < step_rows.size(0); b += c_.train.batch_size) {
       LossTerms t = forward(step_rows.slice(0, b, std::min(step_rows.size(0), b + c_.train.batch_size)), n_rows);
       t.loss.backward();
-      terms += torch::stack({t.loss.detach(), t.kd, t.ce}).to(torch::kFloat);
+      terms += torch::stack({t.loss.detach(), t.kd, t.ce});  // float32 scalars
     }
     const at::Tensor host = terms.to(torch::kCPU, torch::kDouble);
     const double* v = host.data_ptr<double>();
