@@ -32,10 +32,13 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shapes", nargs="+", default=["16384x128256"])
     ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--copy-only", action="store_true", help="only the copy bandwidth line")
     args = ap.parse_args()
     dtype = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[args.dtype]
     print(json.dumps({"what": "copy", "device": torch.cuda.get_device_name(), "bytes_per_s": copy_bandwidth(),
                       "torch": torch.__version__}), flush=True)
+    if args.copy_only:
+        return
     compiled = torch.compile(composite)
     for shape in args.shapes:
         n, v = (int(x) for x in shape.split("x"))

@@ -1,7 +1,35 @@
 #!/usr/bin/env python3
-"""Joins `distill bench loss --json` lines with bench/loss_bench.py lines into one table (GPU check)."""
+"""Joins `distill bench loss --json` lines with bench/loss_bench.py lines into one table (GPU check).
+With --tune: one table of raw kernel times per DISTILL_KD_CUDA_TUNE setting (lines {"tune": ..., "result": ...})."""
 import json
 import sys
+
+
+def tune_table(path):
+    copy, rows = None, []
+    for line in open(path):
+        if not line.strip().startswith("{"):
+            continue
+        r = json.loads(line)
+        if r.get("what") == "copy":
+            copy = r["bytes_per_s"]
+        elif "tune" in r:
+            rows.append(r)
+    if copy:
+        print(f"copy bandwidth {copy / 1e12:.3f} TB/s")
+    print(f"{'shape':>20} {'setting':<28} {'variant':<16} {'ms':>8} {'%copy':>6}  launch")
+    for r in sorted(rows, key=lambda r: (-r["result"]["model_bytes"], r["result"]["dtype"], r["tune"])):
+        res = r["result"]
+        shape = f"[{res['rows']},{res['vocab']}] {res['dtype']}"
+        for name in ("block_per_row", "cluster_per_row"):
+            k = res["kernel"][name]
+            frac = res["model_bytes"] / (k["median_ms"] * 1e-3) / copy if copy else float("nan")
+            print(f"{shape:>20} {r['tune']:<28} {name:<16} {k['median_ms']:8.3f} {100 * frac:5.1f}%  {k['shape']}")
+
+
+if len(sys.argv) > 2 and sys.argv[1] == "--tune":
+    tune_table(sys.argv[2])
+    sys.exit(0)
 
 ours, theirs, copy = {}, {}, None
 for path in sys.argv[1:]:

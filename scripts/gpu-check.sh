@@ -1,17 +1,26 @@
 #!/usr/bin/env bash
 # On the GPU machine, in one call: build distill against the machine's CUDA LibTorch, run every test (the
 # CUDA kernel tests run instead of skipping), benchmark the fused loss against the ATen composite, PyTorch
-# eager and torch.compile, and print a short table last. Needs .gpu-deps (../shared/gpu/stage-deps.sh).
+# eager and torch.compile, and print a short table last. Needs .gpu-deps (scripts/gpu-stage.sh, here first).
 # Logs and JSON go to $OUT (or /tmp/gpu-out).
+#
+# GPU_CHECK_STAGES picks stages (default: all but tune and ncu, in this order):
+#   build kernel-test ctest sanitize train bench tune ncu
+# tune: the raw kernels under each DISTILL_KD_CUDA_TUNE design setting (src/kernels/kd_loss_cuda.cu), side by
+# side in one call; ncu: Nsight Compute sections of the big-shape kernels. The build stage always runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
+stages=" ${GPU_CHECK_STAGES:-build ctest sanitize train bench} "
+want() { [[ "$stages" == *" $1 "* ]]; }
 export LD_LIBRARY_PATH=$PWD/.gpu-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
 prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
+t0=$(date +%s)
+stage() { echo "== $1 ($(date +%T), +$(( $(date +%s) - t0 )) s)"; }
+rc=0
 
-stage() { echo "== $1 ($(date +%T))"; }
 stage configure
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_CUDA=ON \
   -DCMAKE_PREFIX_PATH="$prefix;$PWD/.gpu-deps/usr" -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
@@ -21,46 +30,116 @@ if ! cmake --build build-gpu -j 16 -- -k 0 > "$out/build.log" 2>&1; then
   grep -E "error|Error" -A4 "$out/build.log" | head -120
   exit 1
 fi
-stage ctest
-nm -D "$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib','libtorch_cpu.so'))")" | grep -c "St10filesystem" | sed "s/^/libtorch_cpu std::filesystem symbols exported: /"
-ctest --test-dir build-gpu -j 8 --timeout 600 --output-on-failure > "$out/ctest.log" 2>&1
-ctest_rc=$?
-grep -E "tests passed|Failed|\*\*\*|Skipped" "$out/ctest.log" | tail -25
 
-stage sanitize
-# The one-launch forward's last-block sum (fence, atomic, re-armed counter) and the kernels' memory accesses
-# under compute-sanitizer, on two small test cases (the whole suite would take too long under racecheck).
-if command -v compute-sanitizer > /dev/null; then
-  for tool in memcheck racecheck synccheck; do
-    timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 build-gpu/kd_loss_cuda_test \
-      "kd_loss cuda: back-to-back*,kd_loss cuda: jsd beta*" > "$out/sanitize-$tool.log" 2>&1
-    echo "compute-sanitizer $tool: exit $? ($(grep -h 'ERROR SUMMARY' "$out/sanitize-$tool.log" | tail -1))"
-  done
-else
-  echo "compute-sanitizer: not on PATH"
+if want kernel-test; then
+  stage kernel-test
+  timeout 300 build-gpu/kd_loss_cuda_test > "$out/kernel-test.log" 2>&1
+  k=$?
+  [ $k -ne 0 ] && rc=$k
+  echo "kd_loss_cuda_test: exit $k ($(grep -E 'test cases|passed|failed' "$out/kernel-test.log" | tail -1))"
 fi
 
-stage train
-# End to end on the GPU: a supervised teacher, then a distilled student, both with run.device=cuda.
-build-gpu/distill train --config configs/digits-teacher.json --set run.device=cuda --set train.epochs=5 \
-  --out "$out/run-teacher" --overwrite > "$out/train.log" 2>&1 && \
-  build-gpu/distill train --config configs/quickstart.json --set run.device=cuda \
-    --set teacher.weights="$out/run-teacher/student.safetensors" --out "$out/run-student" --overwrite >> "$out/train.log" 2>&1
-echo "train on cuda: exit $? ($(grep -h '^student val' "$out/train.log" | tr '\n' ' '))"
+if want ctest; then
+  stage ctest
+  nm -D "$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib','libtorch_cpu.so'))")" | grep -c "St10filesystem" | sed "s/^/libtorch_cpu std::filesystem symbols exported: /"
+  ctest --test-dir build-gpu -j 8 --timeout 600 --output-on-failure > "$out/ctest.log" 2>&1
+  k=$?
+  [ $k -ne 0 ] && rc=$k
+  grep -E "tests passed|Failed|\*\*\*|Skipped" "$out/ctest.log" | tail -25
+fi
 
-stage bench
-: > "$out/bench.jsonl"
-for shape in "16384 128256 bf16" "4096 32000 bf16" "4096 32000 f32" "4096 10 f32" "65536 10 f32" "65536 1000 bf16" \
-             "16384 32001 bf16"; do
-  set -- $shape
-  build-gpu/distill bench loss --device cuda --rows "$1" --vocab "$2" --dtype "$3" --repeats 30 --json \
-    >> "$out/bench.jsonl" 2>> "$out/bench.err" || echo "bench $shape failed: $(tail -1 "$out/bench.err")"
-done
-python3 bench/loss_bench.py --dtype bf16 --shapes 16384x128256 4096x32000 65536x1000 16384x32001 > "$out/python-bf16.jsonl" 2> "$out/python.err" \
-  || tail -5 "$out/python.err"
-python3 bench/loss_bench.py --dtype f32 --shapes 4096x32000 4096x10 65536x10 > "$out/python-f32.jsonl" 2>> "$out/python.err" \
-  || tail -5 "$out/python.err"
-stage summary
-python3 bench/summarize.py "$out/bench.jsonl" "$out/python-bf16.jsonl" "$out/python-f32.jsonl" | tee "$out/summary.txt"
-echo "ctest exit code $ctest_rc"
-exit $ctest_rc
+if want sanitize; then
+  stage sanitize
+  # The one-launch forward's last-block sum (fence, atomic, re-armed counter), the cp.async row caches and the
+  # kernels' memory accesses under compute-sanitizer, on two small test cases (the whole suite would take too
+  # long under racecheck).
+  if command -v compute-sanitizer > /dev/null; then
+    for tool in memcheck racecheck synccheck; do
+      timeout 240 compute-sanitizer --tool "$tool" --error-exitcode 9 build-gpu/kd_loss_cuda_test \
+        "kd_loss cuda: back-to-back*,kd_loss cuda: jsd beta*" > "$out/sanitize-$tool.log" 2>&1
+      k=$?
+      [ $k -ne 0 ] && rc=$k
+      echo "compute-sanitizer $tool: exit $k ($(grep -h 'ERROR SUMMARY' "$out/sanitize-$tool.log" | tail -1))"
+    done
+  else
+    echo "compute-sanitizer: not on PATH"
+  fi
+fi
+
+if want train; then
+  stage train
+  # End to end on the GPU: a supervised teacher, then a distilled student, both with run.device=cuda.
+  build-gpu/distill train --config configs/digits-teacher.json --set run.device=cuda --set train.epochs=5 \
+    --out "$out/run-teacher" --overwrite > "$out/train.log" 2>&1 && \
+    build-gpu/distill train --config configs/quickstart.json --set run.device=cuda \
+      --set teacher.weights="$out/run-teacher/student.safetensors" --out "$out/run-student" --overwrite >> "$out/train.log" 2>&1
+  k=$?
+  [ $k -ne 0 ] && rc=$k
+  echo "train on cuda: exit $k ($(grep -h '^student val' "$out/train.log" | tr '\n' ' '))"
+  rm -rf "$out/run-teacher" "$out/run-student"
+fi
+
+if want bench; then
+  stage bench
+  : > "$out/bench.jsonl"
+  for shape in "16384 128256 bf16" "4096 32000 bf16" "4096 32000 f32" "4096 10 f32" "65536 10 f32" "65536 1000 bf16" \
+               "16384 32001 bf16"; do
+    set -- $shape
+    build-gpu/distill bench loss --device cuda --rows "$1" --vocab "$2" --dtype "$3" --repeats 30 --json \
+      >> "$out/bench.jsonl" 2>> "$out/bench.err" || echo "bench $shape failed: $(tail -1 "$out/bench.err")"
+  done
+  python3 bench/loss_bench.py --dtype bf16 --shapes 16384x128256 4096x32000 65536x1000 16384x32001 > "$out/python-bf16.jsonl" 2> "$out/python.err" \
+    || tail -5 "$out/python.err"
+  python3 bench/loss_bench.py --dtype f32 --shapes 4096x32000 4096x10 65536x10 > "$out/python-f32.jsonl" 2>> "$out/python.err" \
+    || tail -5 "$out/python.err"
+  stage summary
+  python3 bench/summarize.py "$out/bench.jsonl" "$out/python-bf16.jsonl" "$out/python-f32.jsonl" | tee "$out/summary.txt"
+fi
+
+if want tune; then
+  stage tune
+  # Raw kernel times of every variant under each design setting, one process per setting.
+  python3 bench/loss_bench.py --copy-only > "$out/tune.jsonl" 2>> "$out/tune.err"
+  for setting in ${GPU_TUNE_SETTINGS:-async=0 async=1 async=1,blocks_per_sm=1 async=1,cluster=4 async=0,cluster=4}; do
+    for shape in ${GPU_TUNE_SHAPES:-16384x128256:bf16 4096x32000:bf16 16384x32001:bf16 4096x32000:f32}; do
+      rows=${shape%%x*} rest=${shape#*x} vocab=${rest%%:*} dtype=${shape##*:}
+      r=$(DISTILL_KD_CUDA_TUNE=$setting build-gpu/distill bench loss --device cuda --rows "$rows" --vocab "$vocab" \
+            --dtype "$dtype" --repeats 20 --warmup 3 --no-composite --json 2>> "$out/tune.err") \
+        && echo "{\"tune\": \"$setting\", \"result\": $r}" >> "$out/tune.jsonl" \
+        || echo "tune $setting $shape failed: $(tail -1 "$out/tune.err")"
+    done
+  done
+  python3 bench/summarize.py --tune "$out/tune.jsonl" | tee "$out/tune.txt"
+fi
+
+if want ncu; then
+  stage ncu
+  # Hardware counters of the block-per-row and cluster-per-row kernels at the big shape (one launch each).
+  if command -v ncu > /dev/null; then
+    for setting in ${GPU_NCU_SETTINGS:-async=1}; do
+      for kernel in kd_rows_kernel kd_cluster_kernel; do
+        tag=$kernel-${setting//[=,]/_}
+        # The op's own launch comes first (kd_rows_kernel, automatic); skip it and profile a raw-kernel launch.
+        DISTILL_KD_CUDA_TUNE=$setting timeout 200 ncu --clock-control none -k "regex:$kernel" --launch-skip 1 \
+          --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+          --section LaunchStats --section WarpStateStats --section SchedulerStats --section InstructionStats \
+          --section ComputeWorkloadAnalysis --section SourceCounters \
+          build-gpu/distill bench loss --device cuda --rows 16384 --vocab 128256 --dtype bf16 --repeats 1 \
+          --warmup 0 --no-composite > "$out/ncu-$tag.txt" 2>&1
+        echo "ncu $kernel $setting: exit $?"
+        grep -E "Duration|DRAM Throughput|L2 Hit Rate|Achieved Occupancy|Warp Cycles Per Issued|No Eligible|Executed Ipc A|Issue Slots Busy|Executed Instructions  " \
+          "$out/ncu-$tag.txt" | head -20
+      done
+    done
+    # SASS of the big-shape kernels (bf16, forward KL), to count instructions per element here.
+    cuobjdump -sass build-gpu/CMakeFiles/distill_cuda_kernels.dir/src/kernels/kd_loss_cuda.cu.o 2> /dev/null |
+      awk '/Function :/ { keep = ($0 ~ /kd_(rows|cluster)_kernelI13__nv_bfloat16S.*KindE0E/) } keep' > "$out/sass-bf16-forward.txt"
+    echo "sass: $(wc -l < "$out/sass-bf16-forward.txt") lines"
+  else
+    echo "ncu: not on PATH"
+  fi
+fi
+
+stage done
+echo "exit code $rc"
+exit $rc

@@ -19,11 +19,13 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <utility>
 
 #include "distill/kernels/kd_loss_kernels.h"
@@ -46,6 +48,12 @@ constexpr int64_t kWarpRowsMaxV = 2048;  // V above this: a block (or a cluster)
 enum Kind : int { kForward = 0, kReverse = 1, kJsd = 2, kSparse = 3 };
 // Gradient of the divergence per row (kNone: no KD gradient for this row).
 enum GradKind : int { kGradNone = 0, kGradForward = 1, kGradReverse = 2, kGradJsd = 3, kGradScaledQ = 4 };
+// How the hot loops get the T = 1 softmax of the cross-entropy; the kernels are instantiated per mode so that
+// the per-element code has no branch on it. kCeNone: no separate sums (no labels, or T = 1, where the T = 1
+// softmax is Q itself). kCeSquare: T = 2, where 2^((s - m) log2 e) = (2^((s - m) k))^2, a multiply instead of
+// a second exp per element per sweep (the special-function unit, 16 results per clock per SM on Hopper, is
+// the kernels' tightest arithmetic limit). kCeExp: any other T, one more exp per element per sweep.
+enum CeMode : int { kCeNone = 0, kCeSquare = 1, kCeExp = 2 };
 
 // Everything a launch needs, by value in kernel parameter space.
 struct Params {
@@ -74,6 +82,8 @@ struct Params {
   float beta, log2_beta, log2_1m_beta;
   bool sep_ce;   // labels and T != 1: the cross-entropy has its own T = 1 sums
   bool ce_grad;  // labels and alpha != 1
+  bool async_cache;  // fill the shared-memory row cache with cp.async (Plan::async_cache)
+  int ce_mode;       // CeMode
 };
 
 // ------------------------------------------------------------------------------------------------------------
@@ -175,11 +185,36 @@ __device__ __forceinline__ void unpack(const Pack<T>& r, float (&x)[kPack]) {
   for (int j = 0; j < kPack; ++j) x[j] = bits_to_f32<T>(r.get(j));
 }
 
+// Eight fp32 values rounded (to nearest even) into a pack of T; 16-bit types two at a time, one cvt each.
+template <class T>
+__device__ __forceinline__ Pack<T> pack_of(const float (&g)[kPack]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  constexpr bool kPaired = Pack<T>::kPerWord == 2;
+#else
+  constexpr bool kPaired = false;
+#endif
+  Pack<T> r;
+  if constexpr (kPaired) {
+#pragma unroll
+    for (int j = 0; j < kPack / 2; ++j) {
+      uint32_t w;  // element 2j in the low half, as Pack::set puts it
+      if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+        asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(w) : "f"(g[2 * j + 1]), "f"(g[2 * j]));
+      } else {
+        asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(w) : "f"(g[2 * j + 1]), "f"(g[2 * j]));
+      }
+      r.u[j] = w;
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < kPack; ++j) r.set(j, bits_of(from_f32<T>(g[j])));
+  }
+  return r;
+}
+
 template <class T>
 __device__ __forceinline__ void store_pack(T* p, bool vec, const float (&g)[kPack]) {
-  Pack<T> r;
-#pragma unroll
-  for (int j = 0; j < kPack; ++j) r.set(j, bits_of(from_f32<T>(g[j])));
+  const Pack<T> r = pack_of<T>(g);
   if (vec) {
 #pragma unroll
     for (int j = 0; j < Pack<T>::kWords / 4; ++j)
@@ -191,6 +226,41 @@ __device__ __forceinline__ void store_pack(T* p, bool vec, const float (&g)[kPac
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
+
+// Asynchronous global -> shared copies (cp.async, sm_80 and later): 16 bytes each, holding no registers while
+// in flight, so a block can have its whole shared-memory slice of a row in flight at once. (Loading through
+// registers, a 512-thread block has at most 16-32 KB in flight, too little to cover the memory latency at
+// full bandwidth while the SM's other block computes.) Completion: cp_async_wait_all() in the issuing thread;
+// other threads see the data after a barrier that follows it.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
+#else
+  *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
+#endif
+}
+__device__ __forceinline__ void cp_async_wait_all() {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
+// Packs [first, n) step `step` of a row into shared memory: asynchronously where the row is 16-byte aligned
+// (`vec`), else through registers (then complete on return).
+template <class T>
+__device__ __forceinline__ void cache_packs_async(Pack<T>* dst, const T* src, int64_t n, bool vec, int64_t first,
+                                                  int64_t step) {
+  for (int64_t q = first; q < n; q += step) {
+    if (vec) {
+#pragma unroll
+      for (int j = 0; j < Pack<T>::kWords / 4; ++j)
+        cp_async16(&dst[q].u[4 * j], reinterpret_cast<const unsigned char*>(src + q * kPack) + 16 * j);
+    } else {
+      dst[q] = load_pack(src + q * kPack, false);
+    }
+  }
+}
 
 // Row layout for packed access: elements [0, head) and [head + 8 * packs, V) one by one, the packs in between
 // with 16-byte loads of the student row (and of the teacher / gradient rows where they are aligned too).
@@ -220,7 +290,8 @@ struct Stats {
 
 constexpr size_t kScratchBytes = 32 * sizeof(Stats);  // block reductions: one Stats per warp
 constexpr size_t kClusterHeader = 1024;                 // scratch + exchange slots, keeps the packs 16-byte aligned
-static_assert(kScratchBytes + sizeof(Stats) + 4 * sizeof(float) <= kClusterHeader, "cluster header");
+static_assert(kScratchBytes + 64 + sizeof(Stats) <= kClusterHeader && sizeof(Stats) + 4 * sizeof(float) <= 64,
+              "cluster header: scratch, exchange slot, JSD slot, merged statistics");
 static_assert(2 * 32 * sizeof(double) + sizeof(unsigned) <= kScratchBytes, "sum_rows_if_last scratch");
 
 __device__ __forceinline__ Stats stats_identity() { return Stats{kLowest, kLowest, 0.f, 0.f, 0.f, 0.f}; }
@@ -256,9 +327,8 @@ __device__ __forceinline__ Stats stats_merge(const Stats& a, const Stats& b, flo
 
 // Adds n elements to a thread's statistics: one rescale per call (to the new maxima), then n exps per row.
 // `outside` has bit j set when element j is outside the sparse top-k (tail mode).
-template <Kind K, int n>
-__device__ __forceinline__ void stats_add(Stats& st, const float* t, const float* s, float k, bool sep_ce,
-                                          uint32_t outside) {
+template <Kind K, int n, int M>
+__device__ __forceinline__ void stats_add(Stats& st, const float* t, const float* s, float k, uint32_t outside) {
   float nt = st.mt, ns = st.ms;
 #pragma unroll
   for (int j = 0; j < n; ++j) {
@@ -277,7 +347,7 @@ __device__ __forceinline__ void stats_add(Stats& st, const float* t, const float
       st.w *= fb;
     }
     st.sb *= fb;
-    if (sep_ce) st.sc *= ex2((st.ms - ns) * kLog2e);
+    if (M != kCeNone) st.sc *= ex2((st.ms - ns) * kLog2e);
     st.mt = nt;
     st.ms = ns;
   }
@@ -286,14 +356,16 @@ __device__ __forceinline__ void stats_add(Stats& st, const float* t, const float
     const float xb = (s[j] - st.ms) * k;
     const float eb = ex2(xb);
     st.sb += eb;
-    if (sep_ce) st.sc += ex2((s[j] - st.ms) * kLog2e);
+    if (M == kCeSquare) st.sc = fmaf(eb, eb, st.sc);
+    if (M == kCeExp) st.sc += ex2((s[j] - st.ms) * kLog2e);
     if (K != kSparse) {
       const float xa = (t[j] - st.mt) * k;
       const float ea = ex2(xa);
       st.sa += ea;
       // 0 * log 0 = 0 where the weighting distribution has no mass.
-      if (K == kForward) st.w += t[j] > kNegInf ? ea * (xa - xb) : 0.f;
-      if (K == kReverse) st.w += s[j] > kNegInf ? eb * (xb - xa) : 0.f;
+      // (The select is on the difference, so that the product and the sum are one fma.)
+      if (K == kForward) st.w = fmaf(ea, t[j] > kNegInf ? xa - xb : 0.f, st.w);
+      if (K == kReverse) st.w = fmaf(eb, s[j] > kNegInf ? xb - xa : 0.f, st.w);
     } else {
       if ((outside >> j) & 1u) st.w += eb;
     }
@@ -310,10 +382,10 @@ __host__ __device__ constexpr int unroll_of() {
 struct RowConsts {
   float k, mt, ms, l2sa, l2sb, l2sc;  // log2 of the sums
   float ck, cc, d;                    // d: reverse D / jsd KL(Q||M), in nats
+  float ce_base;                      // kCeSquare: 2^(l2sb - l2sc / 2), so that the T = 1 softmax is (q ce_base)^2
   float l2beta, l2_1mbeta;
   int64_t y;  // label, or -1
   int grad_kind;
-  bool sep_ce, ce_grad;
 };
 
 // log2(2^x + 2^y), -inf when both are -inf.
@@ -322,33 +394,40 @@ __device__ __forceinline__ float logaddexp2(float x, float y) {
   return hi + lg2(1.f + ex2(-fabsf(x - y)));
 }
 
-// d loss / d s_e (before the dtype conversion).
-__device__ __forceinline__ float grad_elem(float t, float s, int64_t e, const RowConsts& c) {
+// d loss / d s at one element (before the dtype conversion), except the label's -cc, which the caller
+// subtracts at the label's element. The cross-entropy term is added unconditionally: cc is 0 without labels
+// or with alpha = 1, and qc is finite.
+template <Kind K, int M>
+__device__ __forceinline__ float grad_elem(float t, float s, const RowConsts& c) {
   const float lq = (s - c.ms) * c.k - c.l2sb;
   const float q = ex2(lq);
   float g = 0.f;
-  switch (c.grad_kind) {
-    case kGradForward: g = c.ck * (q - ex2((t - c.mt) * c.k - c.l2sa)); break;
-    case kGradReverse: {
-      const float lp = (t - c.mt) * c.k - c.l2sa;
-      g = s > kNegInf ? c.ck * q * ((lq - lp) * kLn2 - c.d) : 0.f;
-      break;
-    }
-    case kGradJsd: {
-      const float lp = (t - c.mt) * c.k - c.l2sa;
-      const float lm = logaddexp2(lp + c.l2beta, lq + c.l2_1mbeta);
-      g = s > kNegInf ? c.ck * q * ((lq - lm) * kLn2 - c.d) : 0.f;
-      break;
-    }
-    case kGradScaledQ: g = c.ck * q; break;
-    default: break;
+  if (K == kForward) {
+    g = c.ck * (q - ex2((t - c.mt) * c.k - c.l2sa));
+  } else if (K == kReverse) {
+    const float lp = (t - c.mt) * c.k - c.l2sa;
+    g = s > kNegInf ? c.ck * q * ((lq - lp) * kLn2 - c.d) : 0.f;
+  } else if (K == kJsd) {
+    const float lp = (t - c.mt) * c.k - c.l2sa;
+    const float lm = logaddexp2(lp + c.l2beta, lq + c.l2_1mbeta);
+    g = s > kNegInf ? c.ck * q * ((lq - lm) * kLn2 - c.d) : 0.f;
+  } else {
+    g = c.ck * q;
   }
-  if (c.ce_grad) {
-    const float qc = c.sep_ce ? ex2((s - c.ms) * kLog2e - c.l2sc) : q;
-    g = fmaf(c.cc, qc, g);
-    if (e == c.y) g -= c.cc;
+  if (c.grad_kind == kGradNone) g = 0.f;  // a select: no teacher mass, alpha = 0, or a dead row
+  float qc = q;
+  if (M == kCeSquare) {
+    const float x = q * c.ce_base;
+    qc = x * x;
   }
-  return g;
+  if (M == kCeExp) qc = ex2((s - c.ms) * kLog2e - c.l2sc);
+  return fmaf(c.cc, qc, g);
+}
+
+// The label's position in the pack starting at element e, or -1: one 64-bit compare per pack, not per element.
+__device__ __forceinline__ int label_in_pack(int64_t y, int64_t e) {
+  const int64_t o = y - e;
+  return o >= 0 && o < kPack ? static_cast<int>(o) : -1;
 }
 
 // JSD sweep 2 terms of one element: P (log P - log M) and Q (log Q - log M), in bits.
@@ -397,12 +476,25 @@ __device__ Stats team_merge(const Team& tm, Stats st, float k, bool sep_ce) {
     st = (lane & off) ? stats_merge<K>(other, st, k, sep_ce) : stats_merge<K>(st, other, k, sep_ce);
   }
   if (!tm.block) return st;
+  // Across warps: warp 0 merges the warps' results with the same butterfly (blockDim.x / 32 is a power of
+  // two) and publishes the result. (Every thread merging all 16 in turn cost a 512-thread block ~500
+  // instructions per thread: doubling the cluster kernel's instruction count, whose blocks see 31 elements
+  // per thread.)
   Stats* part = reinterpret_cast<Stats*>(tm.scratch);
   const int warps = blockDim.x / 32;
   if (lane == 0) part[threadIdx.x / 32] = st;
   __syncthreads();
+  if (threadIdx.x < 32) {
+    st = part[lane & (warps - 1)];
+    for (int off = warps / 2; off > 0; off >>= 1) {
+      const Stats other = shfl_xor(tm, st, off);
+      st = (lane & off) ? stats_merge<K>(other, st, k, sep_ce) : stats_merge<K>(st, other, k, sep_ce);
+    }
+    __syncwarp();
+    if (lane == 0) part[0] = st;
+  }
+  __syncthreads();
   st = part[0];
-  for (int w = 1; w < warps; ++w) st = stats_merge<K>(st, part[w], k, sep_ce);
   __syncthreads();
   return st;
 }
@@ -445,8 +537,7 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
   c.l2beta = p.log2_beta;
   c.l2_1mbeta = p.log2_1m_beta;
   c.y = y;
-  c.sep_ce = p.sep_ce;
-  c.ce_grad = p.ce_grad;
+  c.ce_base = p.ce_mode == kCeSquare ? ex2(c.l2sb - 0.5f * c.l2sc) : 1.f;
   c.grad_kind = kGradNone;
   if (K == kForward && has_teacher_mass) c.grad_kind = kGradForward;
   if (K == kReverse && has_teacher_mass) c.grad_kind = kGradReverse;
@@ -457,7 +548,7 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
 // Rows in teams of `team_size` threads (a power of two <= 32, or the whole block). Dynamic shared memory:
 // [32 Stats of reduction scratch][sparse tail: top-k bitmaps, one per team][block teams: the first
 // `cache_packs` packs of the student and teacher rows, so that later sweeps read them from shared memory].
-template <class TS, class TT, Kind K>
+template <class TS, class TT, Kind K, int M>
 __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_t cache_packs, int bitmap_words) {
   extern __shared__ __align__(16) unsigned char smem[];
   Team tm;
@@ -515,11 +606,19 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     return bits;
   };
 
-  // Sweep 1: statistics (and the shared-memory copy of the row's first packs). (Loading two packs ahead, as
-  // the cluster kernel does, costs this kernel spills at 64 registers.)
+  // Sweep 1: statistics (and the shared-memory copy of the row's first packs). With `async_cache`, the cached
+  // packs are requested first with cp.async, the uncached ones are read through registers while they fly,
+  // and the cached ones are added from shared memory last (each thread reads back the packs it requested).
+  // (Loading two packs ahead, as the cluster kernel does, costs this kernel spills at 64 registers.)
   constexpr int kUnroll = 1;
+  const int64_t cached = cache_packs < L.packs ? cache_packs : L.packs;
+  const bool async = p.async_cache && cached > 0;
+  if (async) {
+    cache_packs_async(s_cache, srow + L.head, cached, true, tm.rank, tm.size);
+    if (K != kSparse) cache_packs_async(t_cache, trow + L.head, cached, L.t_vec, tm.rank, tm.size);
+  }
   Stats st = stats_identity();
-  for (int64_t q0 = tm.rank; q0 < L.packs; q0 += kUnroll * tm.size) {
+  for (int64_t q0 = tm.rank + (async ? cached : 0); q0 < L.packs; q0 += kUnroll * tm.size) {
     Pack<TS> sp[kUnroll];
     Pack<TT> tp[kUnroll];
 #pragma unroll
@@ -537,12 +636,21 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
         float t[kPack], s[kPack];
         unpack(sp[u], s);
         if (K != kSparse) unpack(tp[u], t);
-        if (q < cache_packs) {
+        if (!async && q < cache_packs) {
           s_cache[q] = sp[u];
           if (K != kSparse) t_cache[q] = tp[u];
         }
-        stats_add<K, kPack>(st, t, s, p.k, p.sep_ce, outside(L.head + q * kPack, kPack));
+        stats_add<K, kPack, M>(st, t, s, p.k, outside(L.head + q * kPack, kPack));
       }
+    }
+  }
+  if (async) {
+    cp_async_wait_all();
+    for (int64_t q = tm.rank; q < cached; q += tm.size) {
+      float t[kPack], s[kPack];
+      unpack(s_cache[q], s);
+      if (K != kSparse) unpack(t_cache[q], t);
+      stats_add<K, kPack, M>(st, t, s, p.k, outside(L.head + q * kPack, kPack));
     }
   }
   auto scalar_elems = [&](auto&& f) {
@@ -552,7 +660,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   scalar_elems([&](int64_t e) {
     const float s = to_f32(srow[e]);
     const float t = K != kSparse ? to_f32(trow[e]) : 0.f;
-    stats_add<K, 1>(st, &t, &s, p.k, p.sep_ce, outside(e, 1));
+    stats_add<K, 1, M>(st, &t, &s, p.k, outside(e, 1));
   });
   st = team_merge<K>(tm, st, p.k, p.sep_ce);
 
@@ -668,13 +776,19 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     float t[kPack], s[kPack], g[kPack];
     get_pack(q, t, s);
     const int64_t e = L.head + q * kPack;
+    const int yj = label_in_pack(c.y, e);
 #pragma unroll
-    for (int j = 0; j < kPack; ++j) g[j] = grad_elem(t[j], s[j], e + j, c);
+    for (int j = 0; j < kPack; ++j) {
+      g[j] = grad_elem<K, M>(t[j], s[j], c);
+      if (j == yj) g[j] -= c.cc;
+    }
     store_pack(grow + e, L.g_vec, g);
   }
   scalar_elems([&](int64_t e) {
     const float t = K != kSparse ? to_f32(trow[e]) : 0.f;
-    grow[e] = from_f32<TS>(grad_elem(t, to_f32(srow[e]), e, c));
+    float g = grad_elem<K, M>(t, to_f32(srow[e]), c);
+    if (e == c.y) g -= c.cc;
+    grow[e] = from_f32<TS>(g);
   });
   if (K == kSparse && overwrite_topk) {
     // On the top-k the gradient is ck0 (Q - P) (ck0: before the tail factor), recomputed whole so that it is
@@ -744,7 +858,11 @@ template <class TS, class TT, Kind K>
 __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int team_size, int64_t cache_packs,
                                                               int bitmap_words) {
   extern __shared__ __align__(16) unsigned char smem[];
-  rows_body<TS, TT, K>(p, team_size, cache_packs, bitmap_words);
+  switch (p.ce_mode) {
+    case kCeSquare: rows_body<TS, TT, K, kCeSquare>(p, team_size, cache_packs, bitmap_words); break;
+    case kCeExp: rows_body<TS, TT, K, kCeExp>(p, team_size, cache_packs, bitmap_words); break;
+    default: rows_body<TS, TT, K, kCeNone>(p, team_size, cache_packs, bitmap_words); break;
+  }
   sum_rows_if_last(p, smem);
 }
 
@@ -754,8 +872,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int t
 // memory, in rank order (identical bits in every block). Dense teachers only.
 // Dynamic shared memory: [kClusterHeader bytes: 32 Stats scratch, the Stats exchange slot, the JSD slot]
 // [slice packs of s][slice packs of t].
-template <class TS, class TT, Kind K>
-__global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, int64_t slice) {
+template <class TS, class TT, Kind K, int M>
+__device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   extern __shared__ __align__(16) unsigned char smem[];
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
@@ -786,7 +904,19 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
   const bool ignored = p.labels && y == p.ignore_index;
 
   Stats st = stats_identity();
-  if (!ignored) {
+  if (!ignored && p.async_cache) {
+    // The whole slice in flight at once (cp.async), then the statistics from shared memory: each thread
+    // reads back the packs it requested, so no barrier is needed before the exchange.
+    cache_packs_async(s_cache, srow + L.head, L.packs, true, tm.rank, tm.size);
+    cache_packs_async(t_cache, trow + L.head, L.packs, L.t_vec, tm.rank, tm.size);
+    cp_async_wait_all();
+    for (int64_t q = tm.rank; q < L.packs; q += tm.size) {
+      float t[kPack], s[kPack];
+      unpack(s_cache[q], s);
+      unpack(t_cache[q], t);
+      stats_add<K, kPack, M>(st, t, s, p.k, 0u);
+    }
+  } else if (!ignored) {
     constexpr int kUnroll = unroll_of<TS, TT, K>();
     for (int64_t q0 = tm.rank; q0 < L.packs; q0 += kUnroll * tm.size) {
       Pack<TS> sp[kUnroll];
@@ -808,24 +938,33 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
           float t[kPack], s[kPack];
           unpack(sp[u], s);
           unpack(tp[u], t);
-          stats_add<K, kPack>(st, t, s, p.k, p.sep_ce, 0u);
+          stats_add<K, kPack, M>(st, t, s, p.k, 0u);
         }
       }
     }
+  }
+  if (!ignored) {
     for (int64_t e = tm.rank; e < L.head; e += tm.size) {
       const float s = to_f32(srow[e]), t = to_f32(trow[e]);
-      stats_add<K, 1>(st, &t, &s, p.k, p.sep_ce, 0u);
+      stats_add<K, 1, M>(st, &t, &s, p.k, 0u);
     }
     for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) {
       const float s = to_f32(srow[e]), t = to_f32(trow[e]);
-      stats_add<K, 1>(st, &t, &s, p.k, p.sep_ce, 0u);
+      stats_add<K, 1, M>(st, &t, &s, p.k, 0u);
     }
   }
   st = team_merge<K>(tm, st, p.k, p.sep_ce);
   if (threadIdx.x == 0) *slot = st;
   cluster.sync();
-  st = *cluster.map_shared_rank(slot, 0);
-  for (int r = 1; r < nblocks; ++r) st = stats_merge<K>(st, *cluster.map_shared_rank(slot, r), p.k, p.sep_ce);
+  // Thread 0 merges the blocks' statistics in rank order and publishes them to its block.
+  Stats* merged = reinterpret_cast<Stats*>(smem + kScratchBytes + 64);  // not scratch: reused below
+  if (threadIdx.x == 0) {
+    st = *cluster.map_shared_rank(slot, 0);
+    for (int r = 1; r < nblocks; ++r) st = stats_merge<K>(st, *cluster.map_shared_rank(slot, r), p.k, p.sep_ce);
+    *merged = st;
+  }
+  __syncthreads();
+  st = *merged;
 
   RowConsts c;
   const bool live = !ignored && row_consts<K>(p, st, y, st.sa > 0.f, c);
@@ -876,7 +1015,6 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
     if (!live) {  // zero gradient: the same sweep with every coefficient 0
       c = RowConsts{};
       c.grad_kind = kGradNone;
-      c.ce_grad = false;
     }
     // Other threads wrote the cached packs.
     __syncthreads();
@@ -885,16 +1023,33 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
       unpack(s_cache[q], s);
       unpack(t_cache[q], t);
       const int64_t e = L.head + q * kPack;
+      const int yj = label_in_pack(c.y, lo + e);
 #pragma unroll
-      for (int j = 0; j < kPack; ++j) g[j] = live ? grad_elem(t[j], s[j], lo + e + j, c) : 0.f;
+      for (int j = 0; j < kPack; ++j) {
+        g[j] = live ? grad_elem<K, M>(t[j], s[j], c) : 0.f;
+        if (j == yj) g[j] -= c.cc;
+      }
       store_pack(grow + e, L.g_vec, g);
     }
-    for (int64_t e = tm.rank; e < L.head; e += tm.size)
-      grow[e] = from_f32<TS>(live ? grad_elem(to_f32(trow[e]), to_f32(srow[e]), lo + e, c) : 0.f);
-    for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size)
-      grow[e] = from_f32<TS>(live ? grad_elem(to_f32(trow[e]), to_f32(srow[e]), lo + e, c) : 0.f);
+    auto one = [&](int64_t e) {
+      float g = live ? grad_elem<K, M>(to_f32(trow[e]), to_f32(srow[e]), c) : 0.f;
+      if (lo + e == c.y) g -= c.cc;
+      grow[e] = from_f32<TS>(g);
+    };
+    for (int64_t e = tm.rank; e < L.head; e += tm.size) one(e);
+    for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) one(e);
   }
   cluster.sync();  // no block may exit while another still reads its shared memory
+}
+
+template <class TS, class TT, Kind K>
+__global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, int64_t slice) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  switch (p.ce_mode) {
+    case kCeSquare: cluster_body<TS, TT, K, kCeSquare>(p, slice); break;
+    case kCeExp: cluster_body<TS, TT, K, kCeExp>(p, slice); break;
+    default: cluster_body<TS, TT, K, kCeNone>(p, slice); break;
+  }
   sum_rows_if_last(p, smem);
 }
 
@@ -979,12 +1134,42 @@ std::pair<Device, unsigned*> launch_context(cudaStream_t stream) {
   return {state.props, counter};
 }
 
+// Design knobs, for benchmarks that compare kernel designs side by side in one process: the environment
+// variable DISTILL_KD_CUDA_TUNE, e.g. "async=0,cluster=4,blocks_per_sm=1", read once. Unset, the defaults.
+struct Tune {
+  int async = -1;         // cp.async fills of the shared-memory row cache: 0 off, 1 on, -1 automatic
+  int cluster = 0;        // cluster_per_row: blocks per row (0: the smallest that fits two blocks per SM)
+  int blocks_per_sm = 2;  // block_per_row: shared memory sized for this many blocks per SM (1 or 2)
+};
+
+const Tune& tune() {
+  static const Tune t = [] {
+    Tune r;
+    const char* env = std::getenv("DISTILL_KD_CUDA_TUNE");
+    for (std::string rest = env ? env : ""; !rest.empty();) {
+      const size_t comma = rest.find(',');
+      const std::string item = rest.substr(0, comma);
+      rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
+      const size_t eq = item.find('=');
+      if (eq == std::string::npos) continue;
+      const std::string key = item.substr(0, eq);
+      const int value = std::atoi(item.c_str() + eq + 1);
+      if (key == "async") r.async = value != 0 ? 1 : 0;
+      if (key == "cluster" && (value == 1 || value == 2 || value == 4 || value == 8)) r.cluster = value;
+      if (key == "blocks_per_sm" && (value == 1 || value == 2)) r.blocks_per_sm = value;
+    }
+    return r;
+  }();
+  return t;
+}
+
 // The concrete launch shape of one call.
 struct Plan {
   CudaVariant variant = CudaVariant::rows_per_warp;
   int threads = kMaxThreads;
   int team = 32;             // rows_per_warp: lanes per row
   int64_t cache_packs = 0;   // block_per_row
+  bool async_cache = false;  // fill the shared-memory cache with cp.async
   int bitmap_words = 0;      // sparse tail
   int cluster = 1;           // cluster_per_row: blocks per row
   int64_t slice = 0;         // cluster_per_row: elements per block
@@ -1013,6 +1198,7 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
       const int64_t two_per_sm = dev.smem_per_sm / 2 - 1024, one_per_sm = dev.smem_optin;
       for (const int64_t limit : {two_per_sm, one_per_sm}) {
         for (int cl : {1, 2, 4, 8}) {
+          if (tune().cluster != 0 && cl != tune().cluster) continue;
           const int64_t slice = (V + cl - 1) / cl;
           const int64_t smem = static_cast<int64_t>(kClusterHeader) + (slice / kPack + 1) * kPack * pair_bytes;
           if (smem <= limit) {
@@ -1025,6 +1211,7 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
     }
     if (pl.cluster > 0) {
       pl.variant = CudaVariant::cluster_per_row;
+      pl.async_cache = tune().async != 0;
       pl.threads = kMaxThreads;
       pl.grid = N * pl.cluster;
       return pl;
@@ -1057,10 +1244,16 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
         "kd_loss_forward_cuda: TopkTail::tail keeps a V-bit map of the top-k in shared memory; V = " +
         std::to_string(V) + " needs " + std::to_string(fixed) + " bytes, the device has " +
         std::to_string(dev.smem_optin));
-  const int64_t budget = std::min<int64_t>(dev.smem_optin, dev.smem_per_sm / 2 - 1024) - static_cast<int64_t>(fixed);
+  const int64_t budget =
+      std::min<int64_t>(dev.smem_optin, dev.smem_per_sm / tune().blocks_per_sm - 1024) - static_cast<int64_t>(fixed);
   const int64_t packs = V / kPack;
   pl.cache_packs = std::max<int64_t>(0, std::min<int64_t>(packs, budget / (kPack * pair_bytes)));
   pl.smem = fixed + static_cast<size_t>(pl.cache_packs * kPack * pair_bytes);
+  // cp.async pays when the cache holds most of the row (H200, 2026-11-23: [4096, 32000] bf16, 90% cached,
+  // 0.398 -> 0.380 ms; [16384, 32001] bf16 1.569 -> 1.428 ms) and costs where it holds less ([4096, 32000]
+  // f32, 45%: 0.618 -> 0.700 ms; [16384, 128256] bf16, 22%: 5.20 -> 5.32 ms), where sweep 1's register loads
+  // of the uncached rest compete with the copies.
+  pl.async_cache = tune().async < 0 ? pl.cache_packs * 4 >= packs * 3 : tune().async == 1;
   return pl;
 }
 
@@ -1096,6 +1289,7 @@ Params make_params(const KdLossArgs& a, void* workspace) {
   p.log2_1m_beta = static_cast<float>(std::log2(1.0 - static_cast<double>(a.beta)));
   p.sep_ce = a.labels && a.temperature != 1.0f;
   p.ce_grad = a.labels && p.cc != 0.0f;
+  p.ce_mode = !p.sep_ce ? kCeNone : a.temperature == 2.0f ? kCeSquare : kCeExp;
   return p;
 }
 
@@ -1172,7 +1366,7 @@ std::string kd_loss_cuda_describe(const KdLossArgs& args, CudaVariant variant) {
     case CudaVariant::rows_per_warp: return "rows-per-warp/" + std::to_string(pl.team) + " lanes";
     case CudaVariant::block_per_row:
       return "block-per-row/" + std::to_string(pl.threads) + " threads, " + std::to_string(pl.cache_packs) + " of " +
-             std::to_string(args.vocab / kPack) + " packs cached";
+             std::to_string(args.vocab / kPack) + " packs cached" + (pl.async_cache ? " (cp.async)" : "");
     case CudaVariant::cluster_per_row:
       return "cluster-per-row/" + std::to_string(pl.cluster) + " blocks x " + std::to_string(pl.threads) + " threads";
     default: return "?";
@@ -1197,6 +1391,7 @@ void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream_
   const Plan pl = make_plan(args, variant, device);
   Params p = make_params(args, workspace);
   p.arrivals = arrivals;
+  p.async_cache = pl.async_cache;
   const Kind kind = kind_of(args);
   switch (args.student_dtype) {
     case ScalarType::f32: launch_teacher<float>(args.teacher_dtype, kind, pl, p, stream); break;
