@@ -414,7 +414,9 @@ __device__ __forceinline__ float grad_elem(float t, float s, const RowConsts& c)
   } else {
     g = c.ck * q;
   }
-  if (c.grad_kind == kGradNone) g = 0.f;  // a select: no teacher mass, alpha = 0, or a dead row
+  // No KD gradient (no teacher mass, alpha = 0): forward and sparse rows have ck = 0 then; reverse and JSD
+  // need the select, since their log-ratio can be infinite.
+  if ((K == kReverse || K == kJsd) && c.grad_kind == kGradNone) g = 0.f;
   float qc = q;
   if (M == kCeSquare) {
     const float x = q * c.ce_base;
@@ -618,31 +620,40 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     if (K != kSparse) cache_packs_async(t_cache, trow + L.head, cached, L.t_vec, tm.rank, tm.size);
   }
   Stats st = stats_identity();
-  for (int64_t q0 = tm.rank + (async ? cached : 0); q0 < L.packs; q0 += kUnroll * tm.size) {
-    Pack<TS> sp[kUnroll];
-    Pack<TT> tp[kUnroll];
+  // Instantiated for aligned teacher rows and for the others, like the gradient sweep below.
+  auto stats_sweep = [&](auto aligned) {
+    const bool t_vec = decltype(aligned)::value || L.t_vec;
+    for (int64_t q0 = tm.rank + (async ? cached : 0); q0 < L.packs; q0 += kUnroll * tm.size) {
+      Pack<TS> sp[kUnroll];
+      Pack<TT> tp[kUnroll];
 #pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t q = q0 + u * tm.size;
-      if (q < L.packs) {
-        sp[u] = load_pack(srow + L.head + q * kPack, true);
-        if (K != kSparse) tp[u] = load_pack(trow + L.head + q * kPack, L.t_vec);
-      }
-    }
-#pragma unroll
-    for (int u = 0; u < kUnroll; ++u) {
-      const int64_t q = q0 + u * tm.size;
-      if (q < L.packs) {
-        float t[kPack], s[kPack];
-        unpack(sp[u], s);
-        if (K != kSparse) unpack(tp[u], t);
-        if (!async && q < cache_packs) {
-          s_cache[q] = sp[u];
-          if (K != kSparse) t_cache[q] = tp[u];
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t q = q0 + u * tm.size;
+        if (q < L.packs) {
+          sp[u] = load_pack(srow + L.head + q * kPack, true);
+          if (K != kSparse) tp[u] = load_pack(trow + L.head + q * kPack, t_vec);
         }
-        stats_add<K, kPack, M>(st, t, s, p.k, outside(L.head + q * kPack, kPack));
+      }
+#pragma unroll
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t q = q0 + u * tm.size;
+        if (q < L.packs) {
+          float t[kPack], s[kPack];
+          unpack(sp[u], s);
+          if (K != kSparse) unpack(tp[u], t);
+          if (!async && q < cache_packs) {
+            s_cache[q] = sp[u];
+            if (K != kSparse) t_cache[q] = tp[u];
+          }
+          stats_add<K, kPack, M>(st, t, s, p.k, outside(L.head + q * kPack, kPack));
+        }
       }
     }
+  };
+  if (L.t_vec || K == kSparse) {
+    stats_sweep(std::true_type{});
+  } else {
+    stats_sweep(std::false_type{});
   }
   if (async) {
     cp_async_wait_all();
@@ -675,14 +686,14 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   if (p.labels) ce = label_ok ? c.l2sc * kLn2 - (to_f32(srow[y]) - c.ms) : __int_as_float(0x7fc00000);
 
   // Fetch pack q of sweeps 2 and 3: from shared memory when cached.
-  auto get_pack = [&](int64_t q, float (&t)[kPack], float (&s)[kPack]) {
+  auto get_pack = [&](int64_t q, float (&t)[kPack], float (&s)[kPack], bool t_vec) {
     const int64_t e = L.head + q * kPack;
     if (q < cache_packs) {
       unpack(s_cache[q], s);
       if (K != kSparse) unpack(t_cache[q], t);
     } else {
       unpack(load_pack(srow + e, true), s);
-      if (K != kSparse) unpack(load_pack(trow + e, L.t_vec), t);
+      if (K != kSparse) unpack(load_pack(trow + e, t_vec), t);
     }
   };
   if (cache_packs > 0) __syncthreads();  // cached packs are read by other threads below
@@ -701,7 +712,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
       float pm = 0.f, qm = 0.f;
       for (int64_t q = L.packs - 1 - tm.rank; q >= 0; q -= tm.size) {
         float t[kPack], s[kPack];
-        get_pack(q, t, s);
+        get_pack(q, t, s, L.t_vec);
 #pragma unroll
         for (int j = 0; j < kPack; ++j) jsd_terms(t[j], s[j], c, pm, qm);
       }
@@ -770,19 +781,34 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
 
   // Gradient sweep. Block teams walk forwards after a backward sweep 2 and backwards otherwise, so that the
   // packs they read first are the ones read most recently.
+  // The loop is instantiated twice: for rows whose teacher and gradient are 16-byte aligned with the student
+  // (every row when V is a multiple of 8), and for the others, so that the aligned loop carries no
+  // predicated-off scalar loads and stores of the other path.
+  if (c.grad_kind == kGradNone) c.ck = 0.f;  // forward / sparse: ck (q - p) is then 0 without a select
   const bool backwards = tm.block && K != kJsd;
-  for (int64_t n = tm.rank; n < L.packs; n += tm.size) {
-    const int64_t q = backwards ? L.packs - 1 - n : n;
-    float t[kPack], s[kPack], g[kPack];
-    get_pack(q, t, s);
-    const int64_t e = L.head + q * kPack;
-    const int yj = label_in_pack(c.y, e);
+  auto gradient_sweep = [&](auto aligned) {
+    constexpr bool kAligned = decltype(aligned)::value;
+    const bool t_vec = kAligned || L.t_vec, g_vec = kAligned || L.g_vec;
+    for (int64_t n = tm.rank; n < L.packs; n += tm.size) {
+      const int64_t q = backwards ? L.packs - 1 - n : n;
+      float t[kPack], s[kPack], g[kPack];
+      get_pack(q, t, s, t_vec);
+      const int64_t e = L.head + q * kPack;
 #pragma unroll
-    for (int j = 0; j < kPack; ++j) {
-      g[j] = grad_elem<K, M>(t[j], s[j], c);
-      if (j == yj) g[j] -= c.cc;
+      for (int j = 0; j < kPack; ++j) g[j] = grad_elem<K, M>(t[j], s[j], c);
+      const int yj = label_in_pack(c.y, e);
+      if (yj >= 0) {  // one pack in V / 8 holds the label
+#pragma unroll
+        for (int j = 0; j < kPack; ++j)
+          if (j == yj) g[j] -= c.cc;
+      }
+      store_pack(grow + e, g_vec, g);
     }
-    store_pack(grow + e, L.g_vec, g);
+  };
+  if (L.t_vec && L.g_vec) {
+    gradient_sweep(std::true_type{});
+  } else {
+    gradient_sweep(std::false_type{});
   }
   scalar_elems([&](int64_t e) {
     const float t = K != kSparse ? to_f32(trow[e]) : 0.f;
@@ -1012,6 +1038,7 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   }
   if (grow) {
     if (live && p.ck == 0.f) c.grad_kind = kGradNone;
+    if (c.grad_kind == kGradNone) c.ck = 0.f;
     if (!live) {  // zero gradient: the same sweep with every coefficient 0
       c = RowConsts{};
       c.grad_kind = kGradNone;
@@ -1023,11 +1050,13 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
       unpack(s_cache[q], s);
       unpack(t_cache[q], t);
       const int64_t e = L.head + q * kPack;
-      const int yj = label_in_pack(c.y, lo + e);
 #pragma unroll
-      for (int j = 0; j < kPack; ++j) {
-        g[j] = live ? grad_elem<K, M>(t[j], s[j], c) : 0.f;
-        if (j == yj) g[j] -= c.cc;
+      for (int j = 0; j < kPack; ++j) g[j] = live ? grad_elem<K, M>(t[j], s[j], c) : 0.f;
+      const int yj = label_in_pack(c.y, lo + e);
+      if (yj >= 0) {
+#pragma unroll
+        for (int j = 0; j < kPack; ++j)
+          if (j == yj) g[j] -= c.cc;
       }
       store_pack(grow + e, L.g_vec, g);
     }
