@@ -7,18 +7,11 @@
 #include "distill/cli/cli.h"
 #include "distill/error.h"
 #include "distill/io/safetensors.h"
+#include "distill/models/model.h"
 
 namespace distill {
 
 namespace {
-
-std::string shape_text(at::IntArrayRef s) {
-  std::ostringstream out;
-  out << "[";
-  for (size_t i = 0; i < s.size(); ++i) out << (i ? ", " : "") << s[i];
-  out << "]";
-  return out.str();
-}
 
 std::string dtype_text(const at::Tensor& t) {
   try {

@@ -13,7 +13,6 @@
 
 namespace distill {
 
-namespace {
 std::string shape_text(at::IntArrayRef s) {
   std::ostringstream out;
   out << "[";
@@ -21,7 +20,6 @@ std::string shape_text(at::IntArrayRef s) {
   out << "]";
   return out.str();
 }
-}  // namespace
 
 void Model::save_torchscript(const std::string& path) {
   throw Error(path + ": only TorchScript models can be saved as TorchScript; built-in models are saved as safetensors");

@@ -17,6 +17,9 @@ namespace distill {
 
 struct ModelConfig;
 
+// A tensor shape for messages: "[2, 3]".
+std::string shape_text(at::IntArrayRef sizes);
+
 // What the data asks of a model: `features` inputs per row, `classes` logits out.
 struct IoShape {
   int64_t features = 0;
