@@ -100,7 +100,7 @@ if want tune; then
   stage tune
   # Raw kernel times of every variant under each design setting, one process per setting.
   python3 bench/loss_bench.py --copy-only > "$out/tune.jsonl" 2>> "$out/tune.err"
-  for setting in ${GPU_TUNE_SETTINGS:-async=0 async=1 async=1,blocks_per_sm=1 async=1,cluster=4 async=0,cluster=4}; do
+  for setting in ${GPU_TUNE_SETTINGS:-async=0 async=1 blocks_per_sm=1 cluster=4}; do
     for shape in ${GPU_TUNE_SHAPES:-16384x128256:bf16 4096x32000:bf16 16384x32001:bf16 4096x32000:f32}; do
       rows=${shape%%x*} rest=${shape#*x} vocab=${rest%%:*} dtype=${shape##*:}
       r=$(DISTILL_KD_CUDA_TUNE=$setting build-gpu/distill bench loss --device cuda --rows "$rows" --vocab "$vocab" \

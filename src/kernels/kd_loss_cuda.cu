@@ -80,10 +80,8 @@ struct Params {
   float cc;           // (1 - alpha) * inv_normalizer, 0 without labels
   float kd_scale;     // T^2 or 1
   float beta, log2_beta, log2_1m_beta;
-  bool sep_ce;   // labels and T != 1: the cross-entropy has its own T = 1 sums
-  bool ce_grad;  // labels and alpha != 1
-  bool async_cache;  // fill the shared-memory row cache with cp.async (Plan::async_cache)
-  int ce_mode;       // CeMode
+  bool async_cache;  // block_per_row: fill the shared-memory row cache with cp.async (Plan::async_cache)
+  int ce_mode;       // CeMode: kCeNone unless labels and T != 1 (then the cross-entropy has its own sums)
 };
 
 // ------------------------------------------------------------------------------------------------------------
@@ -372,12 +370,6 @@ __device__ __forceinline__ void stats_add(Stats& st, const float* t, const float
   }
 }
 
-// Packs the cluster kernel loads ahead in sweep 1: about 64 bytes of logits in flight per thread.
-template <class TS, class TT, Kind K>
-__host__ __device__ constexpr int unroll_of() {
-  return (sizeof(TS) + (K == kSparse ? 0 : sizeof(TT))) * kPack <= 32 ? 2 : 1;
-}
-
 // Constants of one row once its statistics are known.
 struct RowConsts {
   float k, mt, ms, l2sa, l2sb, l2sc;  // log2 of the sums
@@ -532,7 +524,7 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
   c.ms = st.ms;
   c.l2sb = log2f(st.sb);
   c.l2sa = st.sa > 0.f ? log2f(st.sa) : 0.f;
-  c.l2sc = p.sep_ce ? log2f(st.sc) : c.l2sb;
+  c.l2sc = p.ce_mode != kCeNone ? log2f(st.sc) : c.l2sb;
   c.ck = p.ck;
   c.cc = p.cc;
   c.d = 0.f;
@@ -673,7 +665,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     const float t = K != kSparse ? to_f32(trow[e]) : 0.f;
     stats_add<K, 1, M>(st, &t, &s, p.k, outside(e, 1));
   });
-  st = team_merge<K>(tm, st, p.k, p.sep_ce);
+  st = team_merge<K>(tm, st, p.k, M != kCeNone);
 
   RowConsts c;
   if (!row_consts<K>(p, st, y, st.sa > 0.f, c)) {  // the student row is all -inf
@@ -829,8 +821,8 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
       const float tk = to_f32(kl[q]);
       const float lp = p.tail ? tk * p.k - l2lse : (tk - sparse_max) * p.k - sparse_l2s;
       float g = p.ck * (qv - ex2(lp));
-      if (p.ce_grad) {
-        g += p.cc * (p.sep_ce ? ex2((sv - c.ms) * kLog2e - c.l2sc) : qv);
+      if (p.cc != 0.f) {
+        g += p.cc * (M != kCeNone ? ex2((sv - c.ms) * kLog2e - c.l2sc) : qv);
         if (v == y) g -= p.cc;
       }
       grow[v] = from_f32<TS>(g);
@@ -930,9 +922,10 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   const bool ignored = p.labels && y == p.ignore_index;
 
   Stats st = stats_identity();
-  if (!ignored && p.async_cache) {
+  if (!ignored) {
     // The whole slice in flight at once (cp.async), then the statistics from shared memory: each thread
-    // reads back the packs it requested, so no barrier is needed before the exchange.
+    // reads back the packs it requested, so no barrier is needed before the exchange. (Through registers,
+    // two packs ahead, measured the same on an H200; this is the simpler of the two.)
     cache_packs_async(s_cache, srow + L.head, L.packs, true, tm.rank, tm.size);
     cache_packs_async(t_cache, trow + L.head, L.packs, L.t_vec, tm.rank, tm.size);
     cp_async_wait_all();
@@ -942,34 +935,6 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
       unpack(t_cache[q], t);
       stats_add<K, kPack, M>(st, t, s, p.k, 0u);
     }
-  } else if (!ignored) {
-    constexpr int kUnroll = unroll_of<TS, TT, K>();
-    for (int64_t q0 = tm.rank; q0 < L.packs; q0 += kUnroll * tm.size) {
-      Pack<TS> sp[kUnroll];
-      Pack<TT> tp[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t q = q0 + u * tm.size;
-        if (q < L.packs) {
-          sp[u] = load_pack(srow + L.head + q * kPack, true);
-          tp[u] = load_pack(trow + L.head + q * kPack, L.t_vec);
-        }
-      }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t q = q0 + u * tm.size;
-        if (q < L.packs) {
-          s_cache[q] = sp[u];
-          t_cache[q] = tp[u];
-          float t[kPack], s[kPack];
-          unpack(sp[u], s);
-          unpack(tp[u], t);
-          stats_add<K, kPack, M>(st, t, s, p.k, 0u);
-        }
-      }
-    }
-  }
-  if (!ignored) {
     for (int64_t e = tm.rank; e < L.head; e += tm.size) {
       const float s = to_f32(srow[e]), t = to_f32(trow[e]);
       stats_add<K, 1, M>(st, &t, &s, p.k, 0u);
@@ -979,14 +944,14 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
       stats_add<K, 1, M>(st, &t, &s, p.k, 0u);
     }
   }
-  st = team_merge<K>(tm, st, p.k, p.sep_ce);
+  st = team_merge<K>(tm, st, p.k, M != kCeNone);
   if (threadIdx.x == 0) *slot = st;
   cluster.sync();
   // Thread 0 merges the blocks' statistics in rank order and publishes them to its block.
   Stats* merged = reinterpret_cast<Stats*>(smem + kScratchBytes + 64);  // not scratch: reused below
   if (threadIdx.x == 0) {
     st = *cluster.map_shared_rank(slot, 0);
-    for (int r = 1; r < nblocks; ++r) st = stats_merge<K>(st, *cluster.map_shared_rank(slot, r), p.k, p.sep_ce);
+    for (int r = 1; r < nblocks; ++r) st = stats_merge<K>(st, *cluster.map_shared_rank(slot, r), p.k, M != kCeNone);
     *merged = st;
   }
   __syncthreads();
@@ -1164,15 +1129,16 @@ std::pair<Device, unsigned*> launch_context(cudaStream_t stream) {
 }
 
 // Design knobs, for benchmarks that compare kernel designs side by side in one process: the environment
-// variable DISTILL_KD_CUDA_TUNE, e.g. "async=0,cluster=4,blocks_per_sm=1", read once. Unset, the defaults.
+// variable DISTILL_KD_CUDA_TUNE, e.g. "async=0,cluster=4,blocks_per_sm=1", read at the first launch. Unset,
+// the defaults; anything else in it is an error (std::invalid_argument at every launch).
 struct Tune {
-  int async = -1;         // cp.async fills of the shared-memory row cache: 0 off, 1 on, -1 automatic
+  int async = -1;         // block_per_row's cp.async fills of its row cache: 0 off, 1 on, -1 automatic
   int cluster = 0;        // cluster_per_row: blocks per row (0: the smallest that fits two blocks per SM)
   int blocks_per_sm = 2;  // block_per_row: shared memory sized for this many blocks per SM (1 or 2)
 };
 
 const Tune& tune() {
-  static const Tune t = [] {
+  static const Tune t = [] {  // a throw leaves it unset: the next launch reports the same error
     Tune r;
     const char* env = std::getenv("DISTILL_KD_CUDA_TUNE");
     for (std::string rest = env ? env : ""; !rest.empty();) {
@@ -1180,12 +1146,18 @@ const Tune& tune() {
       const std::string item = rest.substr(0, comma);
       rest = comma == std::string::npos ? "" : rest.substr(comma + 1);
       const size_t eq = item.find('=');
-      if (eq == std::string::npos) continue;
-      const std::string key = item.substr(0, eq);
-      const int value = std::atoi(item.c_str() + eq + 1);
-      if (key == "async") r.async = value != 0 ? 1 : 0;
-      if (key == "cluster" && (value == 1 || value == 2 || value == 4 || value == 8)) r.cluster = value;
-      if (key == "blocks_per_sm" && (value == 1 || value == 2)) r.blocks_per_sm = value;
+      const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
+      const bool ok = (key == "async" && (value == "0" || value == "1")) ||
+                      (key == "cluster" && (value == "1" || value == "2" || value == "4" || value == "8")) ||
+                      (key == "blocks_per_sm" && (value == "1" || value == "2"));
+      if (!ok)
+        throw std::invalid_argument("DISTILL_KD_CUDA_TUNE: '" + item +
+                                    "' is not one of async=0|1, cluster=1|2|4|8, blocks_per_sm=1|2 (unset it for "
+                                    "the defaults)");
+      const int v = std::stoi(value);
+      if (key == "async") r.async = v;
+      if (key == "cluster") r.cluster = v;
+      if (key == "blocks_per_sm") r.blocks_per_sm = v;
     }
     return r;
   }();
@@ -1240,7 +1212,6 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
     }
     if (pl.cluster > 0) {
       pl.variant = CudaVariant::cluster_per_row;
-      pl.async_cache = tune().async != 0;
       pl.threads = kMaxThreads;
       pl.grid = N * pl.cluster;
       return pl;
@@ -1316,9 +1287,7 @@ Params make_params(const KdLossArgs& a, void* workspace) {
   p.beta = a.beta;
   p.log2_beta = static_cast<float>(std::log2(static_cast<double>(a.beta)));
   p.log2_1m_beta = static_cast<float>(std::log2(1.0 - static_cast<double>(a.beta)));
-  p.sep_ce = a.labels && a.temperature != 1.0f;
-  p.ce_grad = a.labels && p.cc != 0.0f;
-  p.ce_mode = !p.sep_ce ? kCeNone : a.temperature == 2.0f ? kCeSquare : kCeExp;
+  p.ce_mode = !a.labels || a.temperature == 1.0f ? kCeNone : a.temperature == 2.0f ? kCeSquare : kCeExp;
   return p;
 }
 
