@@ -27,6 +27,9 @@ void kd_loss_check_args(const KdLossArgs& a) {
   if (!known(a.student_dtype) || !known(a.teacher_dtype)) fail("dtypes must be f32, bf16 or f16");
   if (!(a.temperature > 0.0f) || !std::isfinite(a.temperature))
     fail("temperature must be finite and > 0, got " + std::to_string(a.temperature));
+  if (!(a.alpha >= 0.0f && a.alpha <= 1.0f)) fail("alpha must be in [0, 1], got " + std::to_string(a.alpha));
+  if (!(a.inv_normalizer >= 0.0f) || !std::isfinite(a.inv_normalizer))
+    fail("inv_normalizer must be finite and >= 0, got " + std::to_string(a.inv_normalizer));
   if (a.rows == 0) return;
   if (!a.student) fail("student logits are required");
   if (a.student_row_stride < a.vocab)

@@ -43,6 +43,7 @@ constexpr float kNegInf = -__builtin_huge_valf();
 constexpr int kMaxThreads = 512;       // block size of all row kernels
 constexpr int kPack = 8;               // elements per vector pack: 16 bytes of 16-bit logits, 32 bytes of fp32
 constexpr int64_t kWarpRowsMaxV = 2048;  // V above this: a block (or a cluster) per row
+constexpr int64_t kMaxVocab = (int64_t{1} << 31) - 64;  // offsets within a row are 32-bit
 
 // What the per-element code computes; the kernels are instantiated per kind.
 enum Kind : int { kForward = 0, kReverse = 1, kJsd = 2, kSparse = 3 };
@@ -177,6 +178,13 @@ __device__ __forceinline__ Pack<T> load_pack(const T* p, bool vec) {
   return r;
 }
 
+// Pack q of a shared-memory row cache, read 16 bytes at a time (member by member, the compiler reads it 4
+// bytes at a time).
+template <class T>
+__device__ __forceinline__ Pack<T> cached_pack(const Pack<T>* cache, int q) {
+  return load_pack(reinterpret_cast<const T*>(cache + q), true);
+}
+
 template <class T>
 __device__ __forceinline__ void unpack(const Pack<T>& r, float (&x)[kPack]) {
 #pragma unroll
@@ -221,6 +229,13 @@ __device__ __forceinline__ void store_pack(T* p, bool vec, const float (&g)[kPac
 #pragma unroll
     for (int j = 0; j < kPack; ++j) p[j] = from_bits<T>(r.get(j));
   }
+}
+
+// Pack q of a row: with a 32-bit q, the address is one wide multiply-add (q * 8 in 32 bits, then widened,
+// costs five more instructions per pointer and pack).
+template <class T>
+__device__ __forceinline__ T* at_pack(T* base, int q) {
+  return base + static_cast<int64_t>(q) * kPack;
 }
 
 __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_cast<uintptr_t>(p) & 15u) == 0; }
@@ -323,6 +338,33 @@ __device__ __forceinline__ Stats stats_merge(const Stats& a, const Stats& b, flo
   return r;
 }
 
+// The terms of n elements against the maxima mt, ms: the sums of 2^((t - mt) k), 2^((s - ms) k), of the
+// T = 1 softmax's 2^((s - ms) log2 e) (kCeExp) or its square-root form (kCeSquare), and of w's summand.
+template <Kind K, int n, int M>
+__device__ __forceinline__ void stats_terms(const float* t, const float* s, float mt, float ms, float k,
+                                            uint32_t outside, float& la, float& lb, float& lc, float& lw) {
+#pragma unroll
+  for (int j = 0; j < n; ++j) {
+    const float xb = (s[j] - ms) * k;
+    const float eb = ex2(xb);
+    lb += eb;
+    if (M == kCeSquare) lc = fmaf(eb, eb, lc);
+    if (M == kCeExp) lc += ex2((s[j] - ms) * kLog2e);
+    if (K != kSparse) {
+      const float xa = (t[j] - mt) * k;
+      const float ea = ex2(xa);
+      la += ea;
+      // 0 * log 0 = 0 where the weighting distribution has no mass: there the difference is -inf (or NaN,
+      // -inf - -inf), which fmaxf turns into kLowest, and 0 * kLowest = 0. Everywhere else the difference is
+      // above kLowest, so this equals `t > -inf ? xa - xb : 0` in one instruction instead of two.
+      if (K == kForward) lw = fmaf(ea, fmaxf(xa - xb, kLowest), lw);
+      if (K == kReverse) lw = fmaf(eb, fmaxf(xb - xa, kLowest), lw);
+    } else {
+      if ((outside >> j) & 1u) lw += eb;
+    }
+  }
+}
+
 // Adds n elements to a thread's statistics: one rescale per call (to the new maxima), then n exps per row.
 // `outside` has bit j set when element j is outside the sparse top-k (tail mode).
 template <Kind K, int n, int M>
@@ -349,36 +391,94 @@ __device__ __forceinline__ void stats_add(Stats& st, const float* t, const float
     st.mt = nt;
     st.ms = ns;
   }
-#pragma unroll
-  for (int j = 0; j < n; ++j) {
-    const float xb = (s[j] - st.ms) * k;
-    const float eb = ex2(xb);
-    st.sb += eb;
-    if (M == kCeSquare) st.sc = fmaf(eb, eb, st.sc);
-    if (M == kCeExp) st.sc += ex2((s[j] - st.ms) * kLog2e);
-    if (K != kSparse) {
-      const float xa = (t[j] - st.mt) * k;
-      const float ea = ex2(xa);
-      st.sa += ea;
-      // 0 * log 0 = 0 where the weighting distribution has no mass.
-      // (The select is on the difference, so that the product and the sum are one fma.)
-      if (K == kForward) st.w = fmaf(ea, t[j] > kNegInf ? xa - xb : 0.f, st.w);
-      if (K == kReverse) st.w = fmaf(eb, s[j] > kNegInf ? xb - xa : 0.f, st.w);
-    } else {
-      if ((outside >> j) & 1u) st.w += eb;
+  stats_terms<K, n, M>(t, s, st.mt, st.ms, k, outside, st.sa, st.sb, st.sc, st.w);
+}
+
+// Packed maximum of two words of two 16-bit logits each, like fmaxf per half (a NaN half gives the other).
+template <class T>
+__device__ __forceinline__ uint32_t max2_bits(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t r;
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  } else {
+    asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  }
+  return r;
+#else
+  uint32_t r = 0;
+  for (int h = 0; h < 32; h += 16) {
+    const uint32_t x = (a >> h) & 0xffffu, y = (b >> h) & 0xffffu;
+    const float fx = bits_to_f32<T>(x), fy = bits_to_f32<T>(y);
+    r |= (fy > fx || fx != fx ? y : x) << h;
+  }
+  return r;
+#endif
+}
+
+// Whether no element of a 16-bit pack is above m, a value of T or kLowest (which rounds to -inf): three
+// packed maxima over the raw words, a fourth with m in both halves, and one compare, instead of eight fp32
+// maxima. NaN elements are ignored, as fmaxf ignores them. A false answer is always safe (the caller then
+// looks for the maxima in fp32), which is all that -0 against +0 can cause.
+template <class T>
+__device__ __forceinline__ bool pack_at_most(const Pack<T>& p, float m) {
+  const uint32_t x = max2_bits<T>(max2_bits<T>(p.u[0], p.u[1]), max2_bits<T>(p.u[2], p.u[3]));
+  uint32_t both;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  if constexpr (std::is_same_v<T, __nv_bfloat16>) {
+    asm("cvt.rn.bf16x2.f32 %0, %1, %1;" : "=r"(both) : "f"(m));
+  } else {
+    asm("cvt.rn.f16x2.f32 %0, %1, %1;" : "=r"(both) : "f"(m));
+  }
+#else
+  const uint32_t one = bits_of(from_f32<T>(m));
+  both = one | one << 16;
+#endif
+  return max2_bits<T>(x, both) == both;
+}
+
+// Adds one pack (eight elements) to a thread's statistics. With 16-bit logits, a pack that raises neither
+// running maximum (all but a few per thread and row) is summed without the fp32 maxima and the rescale test.
+template <Kind K, int M, class TS, class TT>
+__device__ __forceinline__ void stats_add_pack(Stats& st, const Pack<TS>& sp, const Pack<TT>& tp, float k,
+                                               uint32_t outside) {
+  float t[kPack], s[kPack];
+  unpack(sp, s);
+  if (K != kSparse) unpack(tp, t);
+  constexpr bool kPacked = sizeof(TS) == 2 && (K == kSparse || sizeof(TT) == 2);
+  if constexpr (kPacked) {
+    if (pack_at_most(sp, st.ms) && (K == kSparse || pack_at_most(tp, st.mt))) {
+      stats_terms<K, kPack, M>(t, s, st.mt, st.ms, k, outside, st.sa, st.sb, st.sc, st.w);
+      return;
     }
   }
+  stats_add<K, kPack, M>(st, t, s, k, outside);
 }
 
 // Constants of one row once its statistics are known.
 struct RowConsts {
   float k, mt, ms, l2sa, l2sb, l2sc;  // log2 of the sums
   float ck, cc, d;                    // d: reverse D / jsd KL(Q||M), in nats
-  float ce_base;                      // kCeSquare: 2^(l2sb - l2sc / 2), so that the T = 1 softmax is (q ce_base)^2
   float l2beta, l2_1mbeta;
   int64_t y;  // label, or -1
   int grad_kind;
+  // The gradient's coefficients folded into constants (fold_grad_consts, once ck and cc are final), so that
+  // each element costs fewer instructions:
+  float lp_off;   // forward: l2sa - log2(ck), so that ck P = 2^((t - mt) k - lp_off) (+inf offset when ck = 0)
+  float cq;       // coefficient of Q: ck (forward, sparse) plus cc where the cross-entropy's softmax is Q itself
+  float ce_base;  // kCeSquare: sqrt(cc) 2^(l2sb - l2sc / 2), so that cc times the T = 1 softmax is (q ce_base)^2
+  float l2sc_cc;  // kCeExp: l2sc - log2(cc), so that cc times the T = 1 softmax is 2^((s - ms) log2 e - l2sc_cc)
 };
+
+// Needs ck >= 0 and cc >= 0 (alpha in [0, 1] and inv_normalizer >= 0: kd_loss_check_args).
+template <Kind K, int M>
+__device__ __forceinline__ void fold_grad_consts(RowConsts& c) {
+  c.lp_off = c.l2sa - log2f(c.ck);  // log2f(0) = -inf: ck P is then exactly 0
+  c.cq = (K == kForward || K == kSparse) ? c.ck : 0.f;
+  if (M == kCeNone) c.cq += c.cc;
+  c.ce_base = M == kCeSquare ? sqrtf(c.cc) * ex2(c.l2sb - 0.5f * c.l2sc) : 0.f;
+  c.l2sc_cc = M == kCeExp ? c.l2sc - log2f(c.cc) : 0.f;
+}
 
 // log2(2^x + 2^y), -inf when both are -inf.
 __device__ __forceinline__ float logaddexp2(float x, float y) {
@@ -387,41 +487,34 @@ __device__ __forceinline__ float logaddexp2(float x, float y) {
 }
 
 // d loss / d s at one element (before the dtype conversion), except the label's -cc, which the caller
-// subtracts at the label's element. The cross-entropy term is added unconditionally: cc is 0 without labels
-// or with alpha = 1, and qc is finite.
+// subtracts at the label's element. Needs fold_grad_consts. Forward KL with T = 2 and labels costs two
+// exps and seven other floating-point instructions per element.
 template <Kind K, int M>
 __device__ __forceinline__ float grad_elem(float t, float s, const RowConsts& c) {
   const float lq = (s - c.ms) * c.k - c.l2sb;
   const float q = ex2(lq);
   float g = 0.f;
   if (K == kForward) {
-    g = c.ck * (q - ex2((t - c.mt) * c.k - c.l2sa));
-  } else if (K == kReverse) {
-    const float lp = (t - c.mt) * c.k - c.l2sa;
-    g = s > kNegInf ? c.ck * q * ((lq - lp) * kLn2 - c.d) : 0.f;
-  } else if (K == kJsd) {
-    const float lp = (t - c.mt) * c.k - c.l2sa;
-    const float lm = logaddexp2(lp + c.l2beta, lq + c.l2_1mbeta);
-    g = s > kNegInf ? c.ck * q * ((lq - lm) * kLn2 - c.d) : 0.f;
+    g = fmaf(c.cq, q, -ex2((t - c.mt) * c.k - c.lp_off));  // (ck + cc?) Q - ck P
+  } else if (K == kSparse) {
+    g = c.cq * q;
   } else {
-    g = c.ck * q;
+    const float lp = (t - c.mt) * c.k - c.l2sa;
+    const float lr = K == kReverse ? lp : logaddexp2(lp + c.l2beta, lq + c.l2_1mbeta);  // log2 P or log2 M
+    g = s > kNegInf ? c.ck * q * ((lq - lr) * kLn2 - c.d) : 0.f;
+    // No KD gradient (no teacher mass, alpha = 0): forward and sparse rows have ck = 0 then; reverse and JSD
+    // need the select, since their log-ratio can be infinite.
+    if (c.grad_kind == kGradNone) g = 0.f;
+    if (M == kCeNone) g = fmaf(c.cq, q, g);
   }
-  // No KD gradient (no teacher mass, alpha = 0): forward and sparse rows have ck = 0 then; reverse and JSD
-  // need the select, since their log-ratio can be infinite.
-  if ((K == kReverse || K == kJsd) && c.grad_kind == kGradNone) g = 0.f;
-  float qc = q;
+  // The cross-entropy term is added unconditionally: cc is 0 without labels or with alpha = 1, and the
+  // T = 1 softmax is finite.
   if (M == kCeSquare) {
     const float x = q * c.ce_base;
-    qc = x * x;
+    g = fmaf(x, x, g);
   }
-  if (M == kCeExp) qc = ex2((s - c.ms) * kLog2e - c.l2sc);
-  return fmaf(c.cc, qc, g);
-}
-
-// The label's position in the pack starting at element e, or -1: one 64-bit compare per pack, not per element.
-__device__ __forceinline__ int label_in_pack(int64_t y, int64_t e) {
-  const int64_t o = y - e;
-  return o >= 0 && o < kPack ? static_cast<int>(o) : -1;
+  if (M == kCeExp) g += ex2((s - c.ms) * kLog2e - c.l2sc_cc);
+  return g;
 }
 
 // JSD sweep 2 terms of one element: P (log P - log M) and Q (log Q - log M), in bits.
@@ -531,7 +624,6 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
   c.l2beta = p.log2_beta;
   c.l2_1mbeta = p.log2_1m_beta;
   c.y = y;
-  c.ce_base = p.ce_mode == kCeSquare ? ex2(c.l2sb - 0.5f * c.l2sc) : 1.f;
   c.grad_kind = kGradNone;
   if (K == kForward && has_teacher_mass) c.grad_kind = kGradForward;
   if (K == kReverse && has_teacher_mass) c.grad_kind = kGradReverse;
@@ -603,44 +695,39 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   // Sweep 1: statistics (and the shared-memory copy of the row's first packs). With `async_cache`, the cached
   // packs are requested first with cp.async, the uncached ones are read through registers while they fly,
   // and the cached ones are added from shared memory last (each thread reads back the packs it requested).
-  // (Loading two packs ahead, as the cluster kernel does, costs this kernel spills at 64 registers.)
-  constexpr int kUnroll = 1;
-  const int64_t cached = cache_packs < L.packs ? cache_packs : L.packs;
+  // Pack indices are 32-bit (V < 2^31: make_plan) and the cached and uncached ranges are separate loops, so
+  // that a pack costs one address computation per row and no predicated-off code of the other range.
+  // (Loading two packs ahead, as the cluster kernel once did, costs this kernel spills at 64 registers.)
+  const int packs = static_cast<int>(L.packs);
+  const int cached = static_cast<int>(cache_packs < L.packs ? cache_packs : L.packs);
+  const TS* s0 = srow + L.head;
+  const TT* t0 = K != kSparse ? trow + L.head : nullptr;
   const bool async = p.async_cache && cached > 0;
   if (async) {
-    cache_packs_async(s_cache, srow + L.head, cached, true, tm.rank, tm.size);
-    if (K != kSparse) cache_packs_async(t_cache, trow + L.head, cached, L.t_vec, tm.rank, tm.size);
+    cache_packs_async(s_cache, s0, cached, true, tm.rank, tm.size);
+    if (K != kSparse) cache_packs_async(t_cache, t0, cached, L.t_vec, tm.rank, tm.size);
   }
   Stats st = stats_identity();
   // Instantiated for aligned teacher rows and for the others, like the gradient sweep below.
   auto stats_sweep = [&](auto aligned) {
     const bool t_vec = decltype(aligned)::value || L.t_vec;
-    for (int64_t q0 = tm.rank + (async ? cached : 0); q0 < L.packs; q0 += kUnroll * tm.size) {
-      Pack<TS> sp[kUnroll];
-      Pack<TT> tp[kUnroll];
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t q = q0 + u * tm.size;
-        if (q < L.packs) {
-          sp[u] = load_pack(srow + L.head + q * kPack, true);
-          if (K != kSparse) tp[u] = load_pack(trow + L.head + q * kPack, t_vec);
-        }
+    auto add = [&](int q, auto keep) {
+      const Pack<TS> sp = load_pack(at_pack(s0, q), true);
+      Pack<TT> tp;
+      if (K != kSparse) tp = load_pack(at_pack(t0, q), t_vec);
+      if (decltype(keep)::value) {
+        s_cache[q] = sp;
+        if (K != kSparse) t_cache[q] = tp;
       }
-#pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
-        const int64_t q = q0 + u * tm.size;
-        if (q < L.packs) {
-          float t[kPack], s[kPack];
-          unpack(sp[u], s);
-          if (K != kSparse) unpack(tp[u], t);
-          if (!async && q < cache_packs) {
-            s_cache[q] = sp[u];
-            if (K != kSparse) t_cache[q] = tp[u];
-          }
-          stats_add<K, kPack, M>(st, t, s, p.k, outside(L.head + q * kPack, kPack));
-        }
-      }
+      stats_add_pack<K, M>(st, sp, tp, p.k, outside(L.head + q * kPack, kPack));
+    };
+    int q = tm.rank;
+    if (async) {
+      q += cached;
+    } else {
+      for (; q < cached; q += tm.size) add(q, std::true_type{});
     }
+    for (; q < packs; q += tm.size) add(q, std::false_type{});
   };
   if (L.t_vec || K == kSparse) {
     stats_sweep(std::true_type{});
@@ -649,12 +736,9 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   }
   if (async) {
     cp_async_wait_all();
-    for (int64_t q = tm.rank; q < cached; q += tm.size) {
-      float t[kPack], s[kPack];
-      unpack(s_cache[q], s);
-      if (K != kSparse) unpack(t_cache[q], t);
-      stats_add<K, kPack, M>(st, t, s, p.k, outside(L.head + q * kPack, kPack));
-    }
+    for (int q = tm.rank; q < cached; q += tm.size)
+      stats_add_pack<K, M>(st, cached_pack(s_cache, q), K != kSparse ? cached_pack(t_cache, q) : Pack<TT>{}, p.k,
+                           outside(L.head + q * kPack, kPack));
   }
   auto scalar_elems = [&](auto&& f) {
     for (int64_t e = tm.rank; e < L.head; e += tm.size) f(e);
@@ -677,15 +761,14 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   float ce = 0.f;
   if (p.labels) ce = label_ok ? c.l2sc * kLn2 - (to_f32(srow[y]) - c.ms) : __int_as_float(0x7fc00000);
 
-  // Fetch pack q of sweeps 2 and 3: from shared memory when cached.
-  auto get_pack = [&](int64_t q, float (&t)[kPack], float (&s)[kPack], bool t_vec) {
-    const int64_t e = L.head + q * kPack;
-    if (q < cache_packs) {
-      unpack(s_cache[q], s);
-      if (K != kSparse) unpack(t_cache[q], t);
+  // Fetch pack q of JSD's sweep 2: from shared memory when cached.
+  auto get_pack = [&](int q, float (&t)[kPack], float (&s)[kPack], bool t_vec) {
+    if (q < cached) {
+      unpack(cached_pack(s_cache, q), s);
+      if (K != kSparse) unpack(cached_pack(t_cache, q), t);
     } else {
-      unpack(load_pack(srow + e, true), s);
-      if (K != kSparse) unpack(load_pack(trow + e, t_vec), t);
+      unpack(load_pack(at_pack(s0, q), true), s);
+      if (K != kSparse) unpack(load_pack(at_pack(t0, q), t_vec), t);
     }
   };
   if (cache_packs > 0) __syncthreads();  // cached packs are read by other threads below
@@ -702,7 +785,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     if (st.sa > 0.f) {
       // Sweep 2: KL(P||M), KL(Q||M). Block teams walk backwards: the packs read last are still in L2.
       float pm = 0.f, qm = 0.f;
-      for (int64_t q = L.packs - 1 - tm.rank; q >= 0; q -= tm.size) {
+      for (int q = packs - 1 - tm.rank; q >= 0; q -= tm.size) {
         float t[kPack], s[kPack];
         get_pack(q, t, s, L.t_vec);
 #pragma unroll
@@ -771,30 +854,47 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   if (!grow) return;
   if (p.ck == 0.f) c.grad_kind = kGradNone, overwrite_topk = false;  // alpha == 0
 
-  // Gradient sweep. Block teams walk forwards after a backward sweep 2 and backwards otherwise, so that the
-  // packs they read first are the ones read most recently.
+  // Gradient sweep. Walks forwards after JSD's backward sweep 2 and backwards otherwise, so that in a block
+  // team the packs read first are the ones read most recently (still in L2): the uncached range first when
+  // walking backwards, the cached one first when walking forwards.
   // The loop is instantiated twice: for rows whose teacher and gradient are 16-byte aligned with the student
   // (every row when V is a multiple of 8), and for the others, so that the aligned loop carries no
   // predicated-off scalar loads and stores of the other path.
   if (c.grad_kind == kGradNone) c.ck = 0.f;  // forward / sparse: ck (q - p) is then 0 without a select
-  const bool backwards = tm.block && K != kJsd;
+  fold_grad_consts<K, M>(c);
+  // The label's pack (-1: none, or the label is in the head or tail) and its place in the pack.
+  const int label_pack = c.y >= L.head && c.y < L.tail_begin ? static_cast<int>((c.y - L.head) / kPack) : -1;
+  const int label_j = static_cast<int>((c.y - L.head) & (kPack - 1));
+  TS* g0 = grow + L.head;
   auto gradient_sweep = [&](auto aligned) {
     constexpr bool kAligned = decltype(aligned)::value;
     const bool t_vec = kAligned || L.t_vec, g_vec = kAligned || L.g_vec;
-    for (int64_t n = tm.rank; n < L.packs; n += tm.size) {
-      const int64_t q = backwards ? L.packs - 1 - n : n;
+    auto one_pack = [&](int q, auto from_cache) {
       float t[kPack], s[kPack], g[kPack];
-      get_pack(q, t, s, t_vec);
-      const int64_t e = L.head + q * kPack;
+      if (decltype(from_cache)::value) {
+        unpack(cached_pack(s_cache, q), s);
+        if (K != kSparse) unpack(cached_pack(t_cache, q), t);
+      } else {
+        unpack(load_pack(at_pack(s0, q), true), s);
+        if (K != kSparse) unpack(load_pack(at_pack(t0, q), t_vec), t);
+      }
 #pragma unroll
       for (int j = 0; j < kPack; ++j) g[j] = grad_elem<K, M>(t[j], s[j], c);
-      const int yj = label_in_pack(c.y, e);
-      if (yj >= 0) {  // one pack in V / 8 holds the label
+      if (q == label_pack) {  // one pack in V / 8
 #pragma unroll
         for (int j = 0; j < kPack; ++j)
-          if (j == yj) g[j] -= c.cc;
+          if (j == label_j) g[j] -= c.cc;
       }
-      store_pack(grow + e, g_vec, g);
+      store_pack(at_pack(g0, q), g_vec, g);
+    };
+    if (K != kJsd) {
+      int q = packs - 1 - tm.rank;
+      for (; q >= cached; q -= tm.size) one_pack(q, std::false_type{});
+      for (; q >= 0; q -= tm.size) one_pack(q, std::true_type{});
+    } else {
+      int q = tm.rank;
+      for (; q < cached; q += tm.size) one_pack(q, std::true_type{});
+      for (; q < packs; q += tm.size) one_pack(q, std::false_type{});
     }
   };
   if (L.t_vec && L.g_vec) {
@@ -918,6 +1018,7 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   TS* grow = p.grad ? static_cast<TS*>(p.grad) + i * V + lo : nullptr;
   const int64_t n = hi - lo;
   const Layout L = layout(srow, trow, grow, n);
+  const int packs = static_cast<int>(L.packs);
   const int64_t y = p.labels ? p.labels[i] : -1;
   const bool ignored = p.labels && y == p.ignore_index;
 
@@ -929,12 +1030,8 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
     cache_packs_async(s_cache, srow + L.head, L.packs, true, tm.rank, tm.size);
     cache_packs_async(t_cache, trow + L.head, L.packs, L.t_vec, tm.rank, tm.size);
     cp_async_wait_all();
-    for (int64_t q = tm.rank; q < L.packs; q += tm.size) {
-      float t[kPack], s[kPack];
-      unpack(s_cache[q], s);
-      unpack(t_cache[q], t);
-      stats_add<K, kPack, M>(st, t, s, p.k, 0u);
-    }
+    for (int q = tm.rank; q < packs; q += tm.size)
+      stats_add_pack<K, M>(st, cached_pack(s_cache, q), cached_pack(t_cache, q), p.k, 0u);
     for (int64_t e = tm.rank; e < L.head; e += tm.size) {
       const float s = to_f32(srow[e]), t = to_f32(trow[e]);
       stats_add<K, 1, M>(st, &t, &s, p.k, 0u);
@@ -967,10 +1064,10 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   if (K == kJsd) {
     float pm = 0.f, qm = 0.f;
     if (live && st.sa > 0.f) {
-      for (int64_t q = tm.rank; q < L.packs; q += tm.size) {
+      for (int q = tm.rank; q < packs; q += tm.size) {
         float t[kPack], s[kPack];
-        unpack(s_cache[q], s);
-        unpack(t_cache[q], t);
+        unpack(cached_pack(s_cache, q), s);
+        unpack(cached_pack(t_cache, q), t);
 #pragma unroll
         for (int j = 0; j < kPack; ++j) jsd_terms(t[j], s[j], c, pm, qm);
       }
@@ -1004,34 +1101,48 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   if (grow) {
     if (live && p.ck == 0.f) c.grad_kind = kGradNone;
     if (c.grad_kind == kGradNone) c.ck = 0.f;
-    if (!live) {  // zero gradient: the same sweep with every coefficient 0
-      c = RowConsts{};
-      c.grad_kind = kGradNone;
-    }
     // Other threads wrote the cached packs.
     __syncthreads();
-    for (int64_t q = tm.rank; q < L.packs; q += tm.size) {
-      float t[kPack], s[kPack], g[kPack];
-      unpack(s_cache[q], s);
-      unpack(t_cache[q], t);
-      const int64_t e = L.head + q * kPack;
+    TS* g0 = grow + L.head;
+    if (!live) {  // ignored row, or the student row is all -inf: a zero gradient
+      const float zero[kPack] = {0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f, 0.f};
+      for (int q = tm.rank; q < packs; q += tm.size) store_pack(at_pack(g0, q), L.g_vec, zero);
+      for (int64_t e = tm.rank; e < L.head; e += tm.size) grow[e] = from_f32<TS>(0.f);
+      for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) grow[e] = from_f32<TS>(0.f);
+    } else {
+      fold_grad_consts<K, M>(c);
+      // The label's pack in this slice (-1: none) and its place in the pack.
+      const int64_t yl = c.y - lo - L.head;
+      const int label_pack = yl >= 0 && yl < L.packs * kPack ? static_cast<int>(yl / kPack) : -1;
+      const int label_j = static_cast<int>(yl & (kPack - 1));
+      auto sweep = [&](auto g_vec) {
+        for (int q = tm.rank; q < packs; q += tm.size) {
+          float t[kPack], s[kPack], g[kPack];
+          unpack(cached_pack(s_cache, q), s);
+          unpack(cached_pack(t_cache, q), t);
 #pragma unroll
-      for (int j = 0; j < kPack; ++j) g[j] = live ? grad_elem<K, M>(t[j], s[j], c) : 0.f;
-      const int yj = label_in_pack(c.y, lo + e);
-      if (yj >= 0) {
+          for (int j = 0; j < kPack; ++j) g[j] = grad_elem<K, M>(t[j], s[j], c);
+          if (q == label_pack) {
 #pragma unroll
-        for (int j = 0; j < kPack; ++j)
-          if (j == yj) g[j] -= c.cc;
+            for (int j = 0; j < kPack; ++j)
+              if (j == label_j) g[j] -= c.cc;
+          }
+          store_pack(at_pack(g0, q), decltype(g_vec)::value, g);
+        }
+      };
+      if (L.g_vec) {
+        sweep(std::true_type{});
+      } else {
+        sweep(std::false_type{});
       }
-      store_pack(grow + e, L.g_vec, g);
+      auto one = [&](int64_t e) {
+        float g = grad_elem<K, M>(to_f32(trow[e]), to_f32(srow[e]), c);
+        if (lo + e == c.y) g -= c.cc;
+        grow[e] = from_f32<TS>(g);
+      };
+      for (int64_t e = tm.rank; e < L.head; e += tm.size) one(e);
+      for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) one(e);
     }
-    auto one = [&](int64_t e) {
-      float g = live ? grad_elem<K, M>(to_f32(trow[e]), to_f32(srow[e]), c) : 0.f;
-      if (lo + e == c.y) g -= c.cc;
-      grow[e] = from_f32<TS>(g);
-    };
-    for (int64_t e = tm.rank; e < L.head; e += tm.size) one(e);
-    for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) one(e);
   }
   cluster.sync();  // no block may exit while another still reads its shared memory
 }
@@ -1181,6 +1292,9 @@ struct Plan {
 Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
   Plan pl;
   const int64_t V = a.vocab, N = a.rows;
+  if (V > kMaxVocab)
+    throw std::invalid_argument("kd_loss_forward_cuda: vocab " + std::to_string(V) + " is above the kernels' " +
+                                std::to_string(kMaxVocab) + " (32-bit offsets within a row)");
   const bool sparse = a.topk_index != nullptr;
   const int64_t pair_bytes = element_bytes(a.student_dtype) + (sparse ? 0 : element_bytes(a.teacher_dtype));
   // Top-k bitmap words, a multiple of 4 so that what follows stays 16-byte aligned.

@@ -5,7 +5,9 @@
 
 #include <catch2/catch.hpp>
 
+#include <cmath>
 #include <cstdio>
+#include <limits>
 
 #include "../../src/kernels/kd_loss_cpu_simd.h"
 #include "kd_loss_test_util.h"
@@ -285,6 +287,16 @@ TEST_CASE("kd_loss cpu: argument errors are reported", "[kd_loss][cpu]") {
   CHECK_THROWS_WITH(kd_loss_forward_cpu(bad), Catch::Contains("temperature"));
   bad = a, bad.kind = Divergence::jsd, bad.beta = 1.5f;
   CHECK_THROWS_WITH(kd_loss_forward_cpu(bad), Catch::Contains("beta"));
+  for (float alpha : {-0.25f, 1.5f, std::nanf("")}) {
+    bad = a, bad.alpha = alpha;
+    CHECK_THROWS_WITH(kd_loss_forward_cpu(bad), Catch::Contains("alpha must be in [0, 1]"));
+  }
+  for (float inv : {-1.0f, std::numeric_limits<float>::infinity(), std::nanf("")}) {
+    bad = a, bad.inv_normalizer = inv;
+    CHECK_THROWS_WITH(kd_loss_forward_cpu(bad), Catch::Contains("inv_normalizer"));
+  }
+  bad = a, bad.alpha = 0.0f, bad.inv_normalizer = 0.0f;  // the ends of both ranges are valid
+  CHECK_NOTHROW(kd_loss_forward_cpu(bad));
   bad = a, bad.teacher = nullptr;
   CHECK_THROWS_WITH(kd_loss_forward_cpu(bad), Catch::Contains("teacher"));
   // N = 0: nothing to do, sums are zero.

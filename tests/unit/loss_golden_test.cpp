@@ -169,6 +169,11 @@ TEST_CASE("kd loss: backward scales by grad_output; accumulation weights micro-b
   auto r = distill::kd_loss(sr, t, y, o, 9);
   r.loss.backward({}, /*retain_graph=*/true);
   CHECK_THROWS_WITH(r.loss.backward(), Catch::Contains("backward called twice"));
+  // alpha outside [0, 1] and a non-positive normaliser are refused by the op, not computed.
+  KdLossOptions wrong = o;
+  wrong.alpha = 1.5;
+  CHECK_THROWS_WITH(distill::kd_loss(s, t, y, wrong, 9), Catch::Contains("alpha must be in [0, 1]"));
+  CHECK_THROWS_WITH(distill::kd_loss(s, t, y, o, 0), Catch::Contains("normalizer must be > 0"));
 }
 
 TEST_CASE("kd loss: vocabulary rules and supervised mode") {

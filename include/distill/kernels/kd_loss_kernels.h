@@ -87,8 +87,8 @@ struct KdLossArgs {
   float beta = 0.5f;
   float temperature = 1.0f;
   bool t2_scale = true;
-  float alpha = 1.0f;
-  float inv_normalizer = 1.0f;
+  float alpha = 1.0f;           // in [0, 1]
+  float inv_normalizer = 1.0f;  // finite, >= 0 (0: a step without valid rows)
 
   void* grad = nullptr;  // [N, V] contiguous, student_dtype; nullptr = loss only
   float* row_kd = nullptr;  // [N] or nullptr

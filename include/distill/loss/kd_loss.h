@@ -39,7 +39,7 @@ struct KdLossOptions {
   double beta = 0.5;
   double temperature = 1.0;
   bool t2_scale = true;
-  double alpha = 1.0;
+  double alpha = 1.0;  // in [0, 1]: the weight of the KD term, 1 - alpha that of the cross-entropy
   int64_t ignore_index = -100;
   VocabPolicy vocab = VocabPolicy::error;
   kernels::TopkTail topk_tail = kernels::TopkTail::ignore;
