@@ -98,12 +98,20 @@ fi
 
 if want tune; then
   stage tune
-  # Raw kernel times of every variant under each design setting, one process per setting.
+  # Raw kernel times of every variant under each design setting, one process per setting ("default": the
+  # variable unset). Each setting first runs the kernel tests (all but the [large] case), so that a design
+  # is only timed where it is also right.
   python3 bench/loss_bench.py --copy-only > "$out/tune.jsonl" 2>> "$out/tune.err"
-  for setting in ${GPU_TUNE_SETTINGS:-async=0 async=1 blocks_per_sm=1 cluster=4}; do
+  for setting in ${GPU_TUNE_SETTINGS:-default async=0 async=1 cluster=8}; do
+    env=$setting
+    [ "$setting" = default ] && env=
+    DISTILL_KD_CUDA_TUNE=$env timeout 120 build-gpu/kd_loss_cuda_test "~[large]" > "$out/tune-test.log" 2>&1
+    k=$?
+    [ $k -ne 0 ] && rc=$k
+    echo "tune $setting: kd_loss_cuda_test exit $k ($(grep -E 'test cases|passed|failed' "$out/tune-test.log" | tail -1))"
     for shape in ${GPU_TUNE_SHAPES:-16384x128256:bf16 4096x32000:bf16 16384x32001:bf16 4096x32000:f32}; do
       rows=${shape%%x*} rest=${shape#*x} vocab=${rest%%:*} dtype=${shape##*:}
-      r=$(DISTILL_KD_CUDA_TUNE=$setting build-gpu/distill bench loss --device cuda --rows "$rows" --vocab "$vocab" \
+      r=$(DISTILL_KD_CUDA_TUNE=$env build-gpu/distill bench loss --device cuda --rows "$rows" --vocab "$vocab" \
             --dtype "$dtype" --repeats 20 --warmup 3 --no-composite --json 2>> "$out/tune.err") \
         && echo "{\"tune\": \"$setting\", \"result\": $r}" >> "$out/tune.jsonl" \
         || echo "tune $setting $shape failed: $(tail -1 "$out/tune.err")"
