@@ -47,8 +47,6 @@ constexpr int64_t kMaxVocab = (int64_t{1} << 31) - 64;  // offsets within a row 
 
 // What the per-element code computes; the kernels are instantiated per kind.
 enum Kind : int { kForward = 0, kReverse = 1, kJsd = 2, kSparse = 3 };
-// Gradient of the divergence per row (kNone: no KD gradient for this row).
-enum GradKind : int { kGradNone = 0, kGradForward = 1, kGradReverse = 2, kGradJsd = 3, kGradScaledQ = 4 };
 // How the hot loops get the T = 1 softmax of the cross-entropy; the kernels are instantiated per mode so that
 // the per-element code has no branch on it. kCeNone: no separate sums (no labels, or T = 1, where the T = 1
 // softmax is Q itself). kCeSquare: T = 2, where 2^((s - m) log2 e) = (2^((s - m) k))^2, a multiply instead of
@@ -460,8 +458,8 @@ struct RowConsts {
   float k, mt, ms, l2sa, l2sb, l2sc;  // log2 of the sums
   float ck, cc, d;                    // d: reverse D / jsd KL(Q||M), in nats
   float l2beta, l2_1mbeta;
-  int64_t y;  // label, or -1
-  int grad_kind;
+  int64_t y;     // label, or -1
+  bool kd_grad;  // the row has a KD gradient (teacher mass, alpha > 0)
   // The gradient's coefficients folded into constants (fold_grad_consts, once ck and cc are final), so that
   // each element costs fewer instructions:
   float lp_off;   // forward: l2sa - log2(ck), so that ck P = 2^((t - mt) k - lp_off) (+inf offset when ck = 0)
@@ -473,6 +471,7 @@ struct RowConsts {
 // Needs ck >= 0 and cc >= 0 (alpha in [0, 1] and inv_normalizer >= 0: kd_loss_check_args).
 template <Kind K, int M>
 __device__ __forceinline__ void fold_grad_consts(RowConsts& c) {
+  if (!c.kd_grad) c.ck = 0.f;  // forward / sparse: ck (Q - P) is then 0 without a select
   c.lp_off = c.l2sa - log2f(c.ck);  // log2f(0) = -inf: ck P is then exactly 0
   c.cq = (K == kForward || K == kSparse) ? c.ck : 0.f;
   if (M == kCeNone) c.cq += c.cc;
@@ -504,7 +503,7 @@ __device__ __forceinline__ float grad_elem(float t, float s, const RowConsts& c)
     g = s > kNegInf ? c.ck * q * ((lq - lr) * kLn2 - c.d) : 0.f;
     // No KD gradient (no teacher mass, alpha = 0): forward and sparse rows have ck = 0 then; reverse and JSD
     // need the select, since their log-ratio can be infinite.
-    if (c.grad_kind == kGradNone) g = 0.f;
+    if (!c.kd_grad) g = 0.f;
     if (M == kCeNone) g = fmaf(c.cq, q, g);
   }
   // The cross-entropy term is added unconditionally: cc is 0 without labels or with alpha = 1, and the
@@ -624,10 +623,7 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
   c.l2beta = p.log2_beta;
   c.l2_1mbeta = p.log2_1m_beta;
   c.y = y;
-  c.grad_kind = kGradNone;
-  if (K == kForward && has_teacher_mass) c.grad_kind = kGradForward;
-  if (K == kReverse && has_teacher_mass) c.grad_kind = kGradReverse;
-  if (K == kJsd && has_teacher_mass) c.grad_kind = kGradJsd;
+  c.kd_grad = K != kSparse && has_teacher_mass;  // sparse rows: set once their top-k terms are known
   return st.sb > 0.f;
 }
 
@@ -761,14 +757,22 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   float ce = 0.f;
   if (p.labels) ce = label_ok ? c.l2sc * kLn2 - (to_f32(srow[y]) - c.ms) : __int_as_float(0x7fc00000);
 
-  // Fetch pack q of JSD's sweep 2: from shared memory when cached.
-  auto get_pack = [&](int q, float (&t)[kPack], float (&s)[kPack], bool t_vec) {
-    if (q < cached) {
+  // Fetch pack q of the later sweeps: from shared memory when cached. The gradient sweep's loops know that at
+  // compile time (`from_cache`); JSD's sweep 2 asks get_pack.
+  auto fetch_pack = [&](int q, float (&t)[kPack], float (&s)[kPack], bool t_vec, auto from_cache) {
+    if (decltype(from_cache)::value) {
       unpack(cached_pack(s_cache, q), s);
       if (K != kSparse) unpack(cached_pack(t_cache, q), t);
     } else {
       unpack(load_pack(at_pack(s0, q), true), s);
       if (K != kSparse) unpack(load_pack(at_pack(t0, q), t_vec), t);
+    }
+  };
+  auto get_pack = [&](int q, float (&t)[kPack], float (&s)[kPack], bool t_vec) {
+    if (q < cached) {
+      fetch_pack(q, t, s, t_vec, std::true_type{});
+    } else {
+      fetch_pack(q, t, s, t_vec, std::false_type{});
     }
   };
   if (cache_packs > 0) __syncthreads();  // cached packs are read by other threads below
@@ -823,7 +827,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
           if (lp > kNegInf) d += ex2(lp) * (lp - lq_at(topk_index[q]));
         }
         D = team_reduce<0>(tm, d) * kLn2;
-        c.grad_kind = kGradScaledQ;
+        c.kd_grad = true;
         overwrite_topk = true;
       }
     } else {
@@ -842,7 +846,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
       const float m_s = st.w / st.sb;
       if (m_t > 0.f) D += m_t * (logf(m_t) - logf(m_s));
       c.ck *= 1.f - (m_s > 0.f ? m_t / m_s : 0.f);
-      c.grad_kind = kGradScaledQ;
+      c.kd_grad = true;
       overwrite_topk = true;
     }
   }
@@ -852,7 +856,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     p.row_ce[i] = ce;
   }
   if (!grow) return;
-  if (p.ck == 0.f) c.grad_kind = kGradNone, overwrite_topk = false;  // alpha == 0
+  if (p.ck == 0.f) c.kd_grad = false, overwrite_topk = false;  // alpha == 0
 
   // Gradient sweep. Walks forwards after JSD's backward sweep 2 and backwards otherwise, so that in a block
   // team the packs read first are the ones read most recently (still in L2): the uncached range first when
@@ -860,7 +864,6 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   // The loop is instantiated twice: for rows whose teacher and gradient are 16-byte aligned with the student
   // (every row when V is a multiple of 8), and for the others, so that the aligned loop carries no
   // predicated-off scalar loads and stores of the other path.
-  if (c.grad_kind == kGradNone) c.ck = 0.f;  // forward / sparse: ck (q - p) is then 0 without a select
   fold_grad_consts<K, M>(c);
   // The label's pack (-1: none, or the label is in the head or tail) and its place in the pack.
   const int label_pack = c.y >= L.head && c.y < L.tail_begin ? static_cast<int>((c.y - L.head) / kPack) : -1;
@@ -871,13 +874,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     const bool t_vec = kAligned || L.t_vec, g_vec = kAligned || L.g_vec;
     auto one_pack = [&](int q, auto from_cache) {
       float t[kPack], s[kPack], g[kPack];
-      if (decltype(from_cache)::value) {
-        unpack(cached_pack(s_cache, q), s);
-        if (K != kSparse) unpack(cached_pack(t_cache, q), t);
-      } else {
-        unpack(load_pack(at_pack(s0, q), true), s);
-        if (K != kSparse) unpack(load_pack(at_pack(t0, q), t_vec), t);
-      }
+      fetch_pack(q, t, s, t_vec, from_cache);
 #pragma unroll
       for (int j = 0; j < kPack; ++j) g[j] = grad_elem<K, M>(t[j], s[j], c);
       if (q == label_pack) {  // one pack in V / 8
@@ -1099,8 +1096,6 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
     p.row_ce[i] = ce;
   }
   if (grow) {
-    if (live && p.ck == 0.f) c.grad_kind = kGradNone;
-    if (c.grad_kind == kGradNone) c.ck = 0.f;
     // Other threads wrote the cached packs.
     __syncthreads();
     TS* g0 = grow + L.head;
@@ -1110,6 +1105,7 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
       for (int64_t e = tm.rank; e < L.head; e += tm.size) grow[e] = from_f32<TS>(0.f);
       for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) grow[e] = from_f32<TS>(0.f);
     } else {
+      if (p.ck == 0.f) c.kd_grad = false;  // alpha == 0
       fold_grad_consts<K, M>(c);
       // The label's pack in this slice (-1: none) and its place in the pack.
       const int64_t yl = c.y - lo - L.head;

@@ -93,8 +93,6 @@ FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double nor
   const at::Tensor& s = in.student;
   TORCH_CHECK(s.dim() == 2, "student logits must be [N, V], got ", s.sizes());
   TORCH_CHECK(normalizer > 0, "normalizer must be > 0 (the count of valid rows in the step), got ", normalizer);
-  TORCH_CHECK(o.alpha >= 0.0 && o.alpha <= 1.0, "alpha must be in [0, 1] (the weight of the KD term), got ",
-              o.alpha);
   TORCH_CHECK(in.labels.defined() || o.alpha == 1.0 || !has_teacher,
               "alpha = ", o.alpha, " mixes in cross-entropy, which needs labels");
   kernels::KdLossArgs a;

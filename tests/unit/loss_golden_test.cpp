@@ -169,7 +169,7 @@ TEST_CASE("kd loss: backward scales by grad_output; accumulation weights micro-b
   auto r = distill::kd_loss(sr, t, y, o, 9);
   r.loss.backward({}, /*retain_graph=*/true);
   CHECK_THROWS_WITH(r.loss.backward(), Catch::Contains("backward called twice"));
-  // alpha outside [0, 1] and a non-positive normaliser are refused by the op, not computed.
+  // alpha outside [0, 1] (the kernels' argument check) and a non-positive normaliser are refused, not computed.
   KdLossOptions wrong = o;
   wrong.alpha = 1.5;
   CHECK_THROWS_WITH(distill::kd_loss(s, t, y, wrong, 9), Catch::Contains("alpha must be in [0, 1]"));
