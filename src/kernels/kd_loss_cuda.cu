@@ -11,6 +11,12 @@
 // Everything runs in base 2: with k = log2(e) / T, exponents are (x - rowmax) * k, so ex2.approx does the
 // exp without a rescaling multiply, and the (x - rowmax) difference cancels large common offsets exactly.
 // Raw-pointer CUDA: needs only the CUDA runtime (and cuda_bf16.h / cuda_fp16.h, header-only).
+//
+// The CUDA emulator of the tests (tests/cuda_emulator) compiles this file as C++ with DISTILL_CUDA_EMULATOR
+// defined, so that CI runs the kernels' logic without a GPU. It needs five hooks here, each marked with that
+// macro: ex2/lg2, dynamic shared memory, 16-byte global accesses (it checks their alignment), cp.async (its
+// copies land only when the issuing thread waits) and the plain launch. The `__CUDA_ARCH__ >= 800` fallbacks
+// are what it runs in place of the packed-conversion and packed-max asm.
 #include <cooperative_groups.h>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -87,14 +93,46 @@ struct Params {
 // Device helpers
 
 __device__ __forceinline__ float ex2(float x) {
+#if defined(DISTILL_CUDA_EMULATOR)
+  return emu::ex2_approx_ftz(x);
+#else
   float y;
   asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+#endif
 }
 __device__ __forceinline__ float lg2(float x) {
+#if defined(DISTILL_CUDA_EMULATOR)
+  return emu::lg2_approx_ftz(x);
+#else
   float y;
   asm("lg2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
   return y;
+#endif
+}
+
+// The block's dynamic shared memory (16-byte aligned).
+__device__ __forceinline__ unsigned char* dynamic_smem() {
+#if defined(DISTILL_CUDA_EMULATOR)
+  return emu::dynamic_smem();
+#else
+  extern __shared__ __align__(16) unsigned char smem[];
+  return smem;
+#endif
+}
+
+// 16-byte global loads and stores (p 16-byte aligned).
+__device__ __forceinline__ uint4 load16(const void* p) {
+#if defined(DISTILL_CUDA_EMULATOR)
+  emu::check_aligned16(p, "load");
+#endif
+  return *static_cast<const uint4*>(p);
+}
+__device__ __forceinline__ void store16(void* p, uint4 v) {
+#if defined(DISTILL_CUDA_EMULATOR)
+  emu::check_aligned16(p, "store");
+#endif
+  *static_cast<uint4*>(p) = v;
 }
 
 __device__ __forceinline__ float to_f32(float x) { return x; }
@@ -166,7 +204,7 @@ __device__ __forceinline__ Pack<T> load_pack(const T* p, bool vec) {
   if (vec) {
 #pragma unroll
     for (int j = 0; j < Pack<T>::kWords / 4; ++j) {
-      const uint4 v = reinterpret_cast<const uint4*>(p)[j];
+      const uint4 v = load16(reinterpret_cast<const uint4*>(p) + j);
       r.u[4 * j] = v.x, r.u[4 * j + 1] = v.y, r.u[4 * j + 2] = v.z, r.u[4 * j + 3] = v.w;
     }
   } else {
@@ -222,7 +260,7 @@ __device__ __forceinline__ void store_pack(T* p, bool vec, const float (&g)[kPac
   if (vec) {
 #pragma unroll
     for (int j = 0; j < Pack<T>::kWords / 4; ++j)
-      reinterpret_cast<uint4*>(p)[j] = make_uint4(r.u[4 * j], r.u[4 * j + 1], r.u[4 * j + 2], r.u[4 * j + 3]);
+      store16(reinterpret_cast<uint4*>(p) + j, make_uint4(r.u[4 * j], r.u[4 * j + 1], r.u[4 * j + 2], r.u[4 * j + 3]));
   } else {
 #pragma unroll
     for (int j = 0; j < kPack; ++j) p[j] = from_bits<T>(r.get(j));
@@ -244,15 +282,19 @@ __device__ __forceinline__ bool aligned16(const void* p) { return (reinterpret_c
 // full bandwidth while the SM's other block computes.) Completion: cp_async_wait_all() in the issuing thread;
 // other threads see the data after a barrier that follows it.
 __device__ __forceinline__ void cp_async16(void* dst, const void* src) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(DISTILL_CUDA_EMULATOR)
+  emu::cp_async16(dst, src);  // lands at this thread's cp_async_wait_all
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   const unsigned d = static_cast<unsigned>(__cvta_generic_to_shared(dst));
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(d), "l"(src) : "memory");
 #else
-  *static_cast<uint4*>(dst) = *static_cast<const uint4*>(src);
+  store16(dst, load16(src));
 #endif
 }
 __device__ __forceinline__ void cp_async_wait_all() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+#if defined(DISTILL_CUDA_EMULATOR)
+  emu::cp_async_wait_all();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
   asm volatile("cp.async.wait_all;" ::: "memory");
 #endif
 }
@@ -632,7 +674,7 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
 // `cache_packs` packs of the student and teacher rows, so that later sweeps read them from shared memory].
 template <class TS, class TT, Kind K, int M>
 __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_t cache_packs, int bitmap_words) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   Team tm;
   tm.block = team_size > 32;
   tm.size = team_size;
@@ -972,7 +1014,7 @@ __device__ void sum_rows_if_last(const Params& p, unsigned char* smem) {
 template <class TS, class TT, Kind K>
 __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int team_size, int64_t cache_packs,
                                                               int bitmap_words) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   switch (p.ce_mode) {
     case kCeSquare: rows_body<TS, TT, K, kCeSquare>(p, team_size, cache_packs, bitmap_words); break;
     case kCeExp: rows_body<TS, TT, K, kCeExp>(p, team_size, cache_packs, bitmap_words); break;
@@ -989,7 +1031,7 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int t
 // [slice packs of s][slice packs of t].
 template <class TS, class TT, Kind K, int M>
 __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int nblocks = static_cast<int>(cluster.num_blocks());
@@ -1145,7 +1187,7 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
 
 template <class TS, class TT, Kind K>
 __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, int64_t slice) {
-  extern __shared__ __align__(16) unsigned char smem[];
+  unsigned char* const smem = dynamic_smem();
   switch (p.ce_mode) {
     case kCeSquare: cluster_body<TS, TT, K, kCeSquare>(p, slice); break;
     case kCeExp: cluster_body<TS, TT, K, kCeExp>(p, slice); break;
@@ -1436,7 +1478,12 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
   if (pl.smem > (48u << 10))
     check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem)),
                "cudaFuncSetAttribute");
+#if defined(DISTILL_CUDA_EMULATOR)
+  emu::launch(kernel, dim3(static_cast<unsigned>(pl.grid)), dim3(pl.threads), pl.smem, stream, p, pl.team, pl.cache_packs,
+              pl.bitmap_words);
+#else
   kernel<<<static_cast<unsigned>(pl.grid), pl.threads, pl.smem, stream>>>(p, pl.team, pl.cache_packs, pl.bitmap_words);
+#endif
   check_launch("kd_rows_kernel");
 }
 
