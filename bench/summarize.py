@@ -21,7 +21,9 @@ def tune_table(path):
     for r in sorted(rows, key=lambda r: (-r["result"]["model_bytes"], r["result"]["dtype"], r["tune"])):
         res = r["result"]
         shape = f"[{res['rows']},{res['vocab']}] {res['dtype']}"
-        for name in ("block_per_row", "cluster_per_row"):
+        for name in ("block_per_row", "cluster_per_row", "cluster_persistent"):
+            if name not in res["kernel"]:
+                continue
             k = res["kernel"][name]
             frac = res["model_bytes"] / (k["median_ms"] * 1e-3) / copy if copy else float("nan")
             print(f"{shape:>20} {r['tune']:<28} {name:<16} {k['median_ms']:8.3f} {100 * frac:5.1f}%  {k['shape']}")

@@ -299,6 +299,24 @@ __device__ __forceinline__ void cp_async_wait_all() {
 #endif
 }
 
+// cp.async groups: commit closes the copies this thread issued since the last commit into a group;
+// wait_group<N> returns once at most the N newest groups are still in flight.
+__device__ __forceinline__ void cp_async_commit() {
+#if defined(DISTILL_CUDA_EMULATOR)
+  emu::cp_async_commit();
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;" ::: "memory");
+#endif
+}
+template <int N>
+__device__ __forceinline__ void cp_async_wait_group() {
+#if defined(DISTILL_CUDA_EMULATOR)
+  emu::cp_async_wait_group(N);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+#endif
+}
+
 // Packs [first, n) step `step` of a row into shared memory: asynchronously where the row is 16-byte aligned
 // (`vec`), else through registers (then complete on return).
 template <class T>
@@ -1028,10 +1046,54 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int t
 // reads nothing from global memory. Statistics are merged across the cluster through distributed shared
 // memory, in rank order (identical bits in every block). Dense teachers only.
 // Dynamic shared memory: [kClusterHeader bytes: 32 Stats scratch, the Stats exchange slot, the JSD slot]
-// [slice packs of s][slice packs of t].
+// [slice packs of s][slice packs of t], and for cluster_persistent a second [s][t] pair (the next row's).
+
+// This block's slice of row i.
+template <class TS, class TT>
+struct Slice {
+  int64_t i, lo, n, y;
+  bool ignored;
+  const TS* srow_full;
+  const TS* srow;
+  const TT* trow;
+  TS* grow;
+  Layout L;
+};
+
+template <class TS, class TT>
+__device__ __forceinline__ Slice<TS, TT> slice_of(const Params& p, int64_t i, int rank, int64_t slice) {
+  Slice<TS, TT> r;
+  const int64_t V = p.vocab;
+  r.i = i;
+  r.lo = rank * slice < V ? rank * slice : V;
+  const int64_t hi = r.lo + slice < V ? r.lo + slice : V;
+  r.n = hi - r.lo;
+  r.srow_full = static_cast<const TS*>(p.student) + i * p.s_stride;
+  r.srow = r.srow_full + r.lo;
+  r.trow = static_cast<const TT*>(p.teacher) + i * p.t_stride + r.lo;
+  r.grow = p.grad ? static_cast<TS*>(p.grad) + i * V + r.lo : nullptr;
+  r.L = layout(r.srow, r.trow, r.grow, r.n);
+  r.y = p.labels ? p.labels[i] : -1;
+  r.ignored = p.labels && r.y == p.ignore_index;
+  return r;
+}
+
+// Requests the slice's packs into the shared-memory cache: the whole slice in flight at once (cp.async). Each
+// thread later reads back the packs it requested itself, so no barrier is needed before the statistics.
+// (Through registers, two packs ahead, measured the same on an H200; this is the simpler of the two.)
+template <class TS, class TT>
+__device__ __forceinline__ void cluster_fill(const Slice<TS, TT>& r, Pack<TS>* s_cache, Pack<TT>* t_cache) {
+  if (r.ignored) return;
+  cache_packs_async(s_cache, r.srow + r.L.head, r.L.packs, true, threadIdx.x, blockDim.x);
+  cache_packs_async(t_cache, r.trow + r.L.head, r.L.packs, r.L.t_vec, threadIdx.x, blockDim.x);
+}
+
+// Everything after the slice's packs have landed in this thread's part of the cache: the statistics, the
+// cluster-wide merge, the row's loss values and the gradient. Ends with a cluster barrier, after which no block
+// reads another's shared memory or this row's cache.
 template <class TS, class TT, Kind K, int M>
-__device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
-  unsigned char* const smem = dynamic_smem();
+__device__ __forceinline__ void cluster_row(const Params& p, const Slice<TS, TT>& r, const Pack<TS>* s_cache,
+                                            const Pack<TT>* t_cache, unsigned char* smem) {
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int nblocks = static_cast<int>(cluster.num_blocks());
@@ -1043,32 +1105,17 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   tm.scratch = reinterpret_cast<float*>(smem);
   Stats* slot = reinterpret_cast<Stats*>(smem + kScratchBytes);
   float* jsd_slot = reinterpret_cast<float*>(smem + kScratchBytes + sizeof(Stats));
-  unsigned char* cache = smem + kClusterHeader;
-  const int64_t slice_packs = slice / kPack + 1;  // upper bound for any alignment of the slice start
-  Pack<TS>* s_cache = reinterpret_cast<Pack<TS>*>(cache);
-  Pack<TT>* t_cache = reinterpret_cast<Pack<TT>*>(cache + slice_packs * sizeof(Pack<TS>));
-
-  const int64_t i = static_cast<int64_t>(blockIdx.x) / nblocks;
-  const int64_t V = p.vocab;
-  const int64_t lo = rank * slice < V ? rank * slice : V, hi = lo + slice < V ? lo + slice : V;
-  const TS* srow_full = static_cast<const TS*>(p.student) + i * p.s_stride;
-  const TS* srow = srow_full + lo;
-  const TT* trow = static_cast<const TT*>(p.teacher) + i * p.t_stride + lo;
-  TS* grow = p.grad ? static_cast<TS*>(p.grad) + i * V + lo : nullptr;
-  const int64_t n = hi - lo;
-  const Layout L = layout(srow, trow, grow, n);
+  const int64_t i = r.i, lo = r.lo, n = r.n, y = r.y, V = p.vocab;
+  const bool ignored = r.ignored;
+  const TS* srow_full = r.srow_full;
+  const TS* srow = r.srow;
+  const TT* trow = r.trow;
+  TS* grow = r.grow;
+  const Layout& L = r.L;
   const int packs = static_cast<int>(L.packs);
-  const int64_t y = p.labels ? p.labels[i] : -1;
-  const bool ignored = p.labels && y == p.ignore_index;
 
   Stats st = stats_identity();
   if (!ignored) {
-    // The whole slice in flight at once (cp.async), then the statistics from shared memory: each thread
-    // reads back the packs it requested, so no barrier is needed before the exchange. (Through registers,
-    // two packs ahead, measured the same on an H200; this is the simpler of the two.)
-    cache_packs_async(s_cache, srow + L.head, L.packs, true, tm.rank, tm.size);
-    cache_packs_async(t_cache, trow + L.head, L.packs, L.t_vec, tm.rank, tm.size);
-    cp_async_wait_all();
     for (int q = tm.rank; q < packs; q += tm.size)
       stats_add_pack<K, M>(st, cached_pack(s_cache, q), cached_pack(t_cache, q), p.k, 0u);
     for (int64_t e = tm.rank; e < L.head; e += tm.size) {
@@ -1182,7 +1229,25 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
       for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) one(e);
     }
   }
-  cluster.sync();  // no block may exit while another still reads its shared memory
+  cluster.sync();  // no block may exit, or refill its cache, while another still reads its shared memory
+}
+
+// Cache packs per slice: an upper bound for any alignment of the slice start.
+__device__ __forceinline__ int64_t cluster_slice_packs(int64_t slice) { return slice / kPack + 1; }
+
+template <class TS, class TT, Kind K, int M>
+__device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
+  unsigned char* const smem = dynamic_smem();
+  cg::cluster_group cluster = cg::this_cluster();
+  const int nblocks = static_cast<int>(cluster.num_blocks());
+  unsigned char* cache = smem + kClusterHeader;
+  Pack<TS>* s_cache = reinterpret_cast<Pack<TS>*>(cache);
+  Pack<TT>* t_cache = reinterpret_cast<Pack<TT>*>(cache + cluster_slice_packs(slice) * sizeof(Pack<TS>));
+  const Slice<TS, TT> r =
+      slice_of<TS, TT>(p, static_cast<int64_t>(blockIdx.x) / nblocks, static_cast<int>(cluster.block_rank()), slice);
+  cluster_fill(r, s_cache, t_cache);
+  cp_async_wait_all();
+  cluster_row<TS, TT, K, M>(p, r, s_cache, t_cache, smem);
 }
 
 template <class TS, class TT, Kind K>
@@ -1192,6 +1257,48 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, in
     case kCeSquare: cluster_body<TS, TT, K, kCeSquare>(p, slice); break;
     case kCeExp: cluster_body<TS, TT, K, kCeExp>(p, slice); break;
     default: cluster_body<TS, TT, K, kCeNone>(p, slice); break;
+  }
+  sum_rows_if_last(p, smem);
+}
+
+// cluster_persistent: as many clusters as fit on the device at once, each looping over rows i, i + clusters,
+// ... with two caches: while a row is computed from one, the next row's slice is in flight into the other
+// (cp.async groups), so each SM overlaps its memory traffic with its arithmetic within one block, and the
+// kernel pays the cluster launch and the final arrival once per cluster instead of once per row.
+template <class TS, class TT, Kind K, int M>
+__device__ __forceinline__ void cluster_persistent_body(const Params& p, int64_t slice) {
+  unsigned char* const smem = dynamic_smem();
+  cg::cluster_group cluster = cg::this_cluster();
+  const int nblocks = static_cast<int>(cluster.num_blocks());
+  const int rank = static_cast<int>(cluster.block_rank());
+  const int64_t slice_packs = cluster_slice_packs(slice);
+  const size_t buffer_bytes = static_cast<size_t>(slice_packs) * (sizeof(Pack<TS>) + sizeof(Pack<TT>));
+  const int64_t stride = gridDim.x / nblocks;
+  int64_t i = static_cast<int64_t>(blockIdx.x) / nblocks;
+  auto s_cache = [&](int b) { return reinterpret_cast<Pack<TS>*>(smem + kClusterHeader + b * buffer_bytes); };
+  auto t_cache = [&](int b) {
+    return reinterpret_cast<Pack<TT>*>(smem + kClusterHeader + b * buffer_bytes + slice_packs * sizeof(Pack<TS>));
+  };
+  if (i < p.rows) cluster_fill(slice_of<TS, TT>(p, i, rank, slice), s_cache(0), t_cache(0));
+  cp_async_commit();
+  for (int b = 0; i < p.rows; i += stride, b ^= 1) {
+    // The other cache was last read by the row before this one, which ended with a cluster barrier.
+    if (i + stride < p.rows) cluster_fill(slice_of<TS, TT>(p, i + stride, rank, slice), s_cache(b ^ 1), t_cache(b ^ 1));
+    cp_async_commit();
+    cp_async_wait_group<1>();  // this row's copies (the group before the one just committed) have landed
+    cluster_row<TS, TT, K, M>(p, slice_of<TS, TT>(p, i, rank, slice), s_cache(b), t_cache(b), smem);
+  }
+}
+
+// One block per SM (the plan sizes its two caches for that), so up to 128 registers: at 64, the forward and
+// reverse kernels spilled 36-48 bytes (ptxas, CUDA 13.0), which the one-shot cluster kernel does not.
+template <class TS, class TT, Kind K>
+__global__ void __launch_bounds__(kMaxThreads, 1) kd_cluster_persistent_kernel(Params p, int64_t slice) {
+  unsigned char* const smem = dynamic_smem();
+  switch (p.ce_mode) {
+    case kCeSquare: cluster_persistent_body<TS, TT, K, kCeSquare>(p, slice); break;
+    case kCeExp: cluster_persistent_body<TS, TT, K, kCeExp>(p, slice); break;
+    default: cluster_persistent_body<TS, TT, K, kCeNone>(p, slice); break;
   }
   sum_rows_if_last(p, smem);
 }
@@ -1321,8 +1428,8 @@ struct Plan {
   int64_t cache_packs = 0;   // block_per_row
   bool async_cache = false;  // fill the shared-memory cache with cp.async
   int bitmap_words = 0;      // sparse tail
-  int cluster = 1;           // cluster_per_row: blocks per row
-  int64_t slice = 0;         // cluster_per_row: elements per block
+  int cluster = 1;           // cluster variants: blocks per row
+  int64_t slice = 0;         // cluster variants: elements per block
   size_t smem = 0;
   int64_t grid = 0;
 };
@@ -1343,17 +1450,21 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
     // is only used when asked for.
     want = V <= kWarpRowsMaxV ? CudaVariant::rows_per_warp : CudaVariant::block_per_row;
   }
-  if (want == CudaVariant::cluster_per_row) {
+  if (want == CudaVariant::cluster_per_row || want == CudaVariant::cluster_persistent) {
     // The smallest cluster (<= 8, the portable maximum) whose slices let two blocks share an SM (the register
     // budget allows two 512-thread blocks), else the smallest whose slice fits in one SM's shared memory.
+    // cluster_persistent keeps two slices per block (this row's and the next's) and runs one block per SM.
+    const bool persistent = want == CudaVariant::cluster_persistent;
+    const int64_t caches = persistent ? 2 : 1;
     pl.cluster = 0;
     if (!sparse && dev.sm_major >= 9) {
-      const int64_t two_per_sm = dev.smem_per_sm / 2 - 1024, one_per_sm = dev.smem_optin;
+      const int64_t one_per_sm = dev.smem_optin, two_per_sm = persistent ? one_per_sm : dev.smem_per_sm / 2 - 1024;
       for (const int64_t limit : {two_per_sm, one_per_sm}) {
         for (int cl : {1, 2, 4, 8}) {
           if (tune().cluster != 0 && cl != tune().cluster) continue;
           const int64_t slice = (V + cl - 1) / cl;
-          const int64_t smem = static_cast<int64_t>(kClusterHeader) + (slice / kPack + 1) * kPack * pair_bytes;
+          const int64_t smem =
+              static_cast<int64_t>(kClusterHeader) + caches * (slice / kPack + 1) * kPack * pair_bytes;
           if (smem <= limit) {
             pl.cluster = cl, pl.slice = slice, pl.smem = static_cast<size_t>(smem);
             break;
@@ -1363,9 +1474,9 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
       }
     }
     if (pl.cluster > 0) {
-      pl.variant = CudaVariant::cluster_per_row;
+      pl.variant = want;
       pl.threads = kMaxThreads;
-      pl.grid = N * pl.cluster;
+      pl.grid = N * pl.cluster;  // cluster_persistent: at most this; the launcher fits it to the device
       return pl;
     }
     want = CudaVariant::block_per_row;
@@ -1452,9 +1563,10 @@ Kind kind_of(const KdLossArgs& a) {
 
 template <class TS, class TT, Kind K>
 void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
-  if (pl.variant == CudaVariant::cluster_per_row) {
+  if (pl.variant == CudaVariant::cluster_per_row || pl.variant == CudaVariant::cluster_persistent) {
     if constexpr (K != kSparse) {
-      auto kernel = kd_cluster_kernel<TS, TT, K>;
+      const bool persistent = pl.variant == CudaVariant::cluster_persistent;
+      auto kernel = persistent ? kd_cluster_persistent_kernel<TS, TT, K> : kd_cluster_kernel<TS, TT, K>;
       check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem)),
                  "cudaFuncSetAttribute");
       cudaLaunchConfig_t cfg = {};
@@ -1469,8 +1581,18 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
       attr[0].val.clusterDim.z = 1;
       cfg.attrs = attr;
       cfg.numAttrs = 1;
+      if (persistent) {
+        // One wave: every cluster resident at once, each looping over its rows.
+        int fit = 0;
+        cfg.gridDim = dim3(static_cast<unsigned>(pl.cluster));
+        check_call(cudaOccupancyMaxActiveClusters(&fit, kernel, &cfg), "cudaOccupancyMaxActiveClusters");
+        if (fit < 1)
+          throw std::runtime_error("kd_loss_forward_cuda: no cluster of " + std::to_string(pl.cluster) +
+                                   " blocks with " + std::to_string(pl.smem) + " bytes of shared memory fits the device");
+        cfg.gridDim = dim3(static_cast<unsigned>(std::min<int64_t>(p.rows, fit) * pl.cluster));
+      }
       check_call(cudaLaunchKernelEx(&cfg, kernel, p, pl.slice), "cluster launch");
-      check_launch("kd_cluster_kernel");
+      check_launch(persistent ? "kd_cluster_persistent_kernel" : "kd_cluster_kernel");
     }
     return;
   }
@@ -1524,6 +1646,9 @@ std::string kd_loss_cuda_describe(const KdLossArgs& args, CudaVariant variant) {
              std::to_string(args.vocab / kPack) + " packs cached" + (pl.async_cache ? " (cp.async)" : "");
     case CudaVariant::cluster_per_row:
       return "cluster-per-row/" + std::to_string(pl.cluster) + " blocks x " + std::to_string(pl.threads) + " threads";
+    case CudaVariant::cluster_persistent:
+      return "cluster-persistent/" + std::to_string(pl.cluster) + " blocks x " + std::to_string(pl.threads) +
+             " threads, one wave, next row prefetched";
     default: return "?";
   }
 }

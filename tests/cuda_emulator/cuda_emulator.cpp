@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <deque>
 #include <map>
 #include <memory>
 #include <vector>
@@ -65,7 +66,8 @@ struct Fiber {
   bool done = false;
   ThreadState state;
   Block* block = nullptr;
-  std::vector<std::pair<void*, const void*>> pending_copies;  // cp.async: (shared dst, global src)
+  // cp.async: (shared dst, global src) copies, oldest group first; the last group is still open.
+  std::deque<std::vector<std::pair<void*, const void*>>> copy_groups{1};
 };
 
 struct Cluster {
@@ -243,15 +245,29 @@ void run_cluster(unsigned first_block, dim3 grid, dim3 block, size_t smem, unsig
     }
     cluster.blocks.push_back(std::move(b));
   }
-  if (g_launches % 2 == 1) std::reverse(fibers.begin(), fibers.end());
-
+  // Each block runs as far as it can before the next one runs at all (until its threads all wait for
+  // another block, at cluster.sync, or exit), so a block gets several barriers ahead of the others: reads
+  // of another block's shared memory that a missing cluster barrier leaves unordered then see the wrong row.
+  // Blocks, and threads within a block, run in forward order on even launches and in reverse on odd ones.
+  std::vector<std::vector<Fiber*>> blocks(cluster_blocks);
+  for (auto& f : fibers) blocks[f->state.cluster_rank].push_back(f.get());
+  if (g_launches % 2 == 1) {
+    std::reverse(blocks.begin(), blocks.end());
+    for (auto& b : blocks) std::reverse(b.begin(), b.end());
+  }
   size_t live = fibers.size();
   while (live) {
     const uint64_t events = g_events;
-    for (auto& f : fibers) {
-      if (f->done) continue;
-      enter(f.get());
-      if (f->done) --live;
+    for (auto& block_fibers : blocks) {
+      for (;;) {
+        const uint64_t round = g_events;
+        for (Fiber* f : block_fibers) {
+          if (f->done) continue;
+          enter(f);
+          if (f->done) --live;
+        }
+        if (g_events == round) break;  // every thread of this block waits for another block, or is done
+      }
     }
     if (live && g_events == events) {
       std::fprintf(stderr, "EMU: deadlock in the cluster of block %u: %zu threads wait at barriers that cannot open:",
@@ -335,13 +351,29 @@ void cp_async16(void* shared_dst, const void* global_src) {
   if (d < b.smem || d + 16 > b.smem + b.smem_bytes) die("cp.async to an address outside the block's shared memory");
   check_aligned16(shared_dst, "cp.async destination");
   check_aligned16(global_src, "cp.async source");
-  g_fiber->pending_copies.emplace_back(shared_dst, global_src);
+  g_fiber->copy_groups.back().emplace_back(shared_dst, global_src);
+}
+
+void cp_async_commit() {
+  current();
+  g_fiber->copy_groups.emplace_back();
+}
+
+void cp_async_wait_group(int n) {
+  current();
+  auto& groups = g_fiber->copy_groups;
+  // Committed groups are all but the open last one.
+  while (groups.size() - 1 > static_cast<size_t>(n)) {
+    for (const auto& [dst, src] : groups.front()) std::memcpy(dst, src, 16);
+    groups.pop_front();
+  }
 }
 
 void cp_async_wait_all() {
   current();
-  for (const auto& [dst, src] : g_fiber->pending_copies) std::memcpy(dst, src, 16);
-  g_fiber->pending_copies.clear();
+  for (const auto& group : g_fiber->copy_groups)
+    for (const auto& [dst, src] : group) std::memcpy(dst, src, 16);
+  g_fiber->copy_groups.assign(1, {});
 }
 
 // ex2.approx.ftz / lg2.approx.ftz: denormal inputs and results are zero.

@@ -6,9 +6,10 @@
 //
 // How it runs a launch: every CUDA thread is a fiber (ucontext) on the calling OS thread. The fibers of one
 // cluster (one block without clusters) run round-robin, each until it waits at a barrier (__syncthreads,
-// __syncwarp, a shuffle, cluster.sync) or exits; clusters run one after another. The fiber order alternates
-// between launches (forward, then reverse), so that a thread reading what another wrote without a barrier in
-// between sees the stale value in one of the two orders.
+// __syncwarp, a shuffle, cluster.sync) or exits; each block of a cluster runs as far as it can before the
+// next one runs; clusters run one after another. The order of blocks and of threads alternates between
+// launches (forward, then reverse), so that a thread reading what another wrote without a barrier in between
+// sees the stale value in one of the two orders.
 //
 // What it checks: 16-byte global accesses are aligned; cp.async copies land only at the issuing thread's wait; device buffers end (and start) at an inaccessible page,
 // so gross overruns fault; fresh device and shared memory hold 0xFF bytes (NaN as floats), so reading what
@@ -22,6 +23,7 @@
 // sm_80+ packed-conversion asm (the kernel file's portable fallbacks run instead).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -115,10 +117,14 @@ struct cudaLaunchConfig_t {
 #define cudaStreamNonBlocking 1u
 #define cudaStreamPerThread (reinterpret_cast<cudaStream_t>(0x2))
 
-// ---- The emulated machine (an H100-like sm_90 part) -------------------------------------------------------
+// ---- The emulated machine: an sm_90 part with H100 limits but only 16 SMs, so that kernels sized to the
+// device (one wave of persistent clusters) loop over rows even in tests with few rows -------------------------
 namespace emu {
 
-constexpr int kSmCount = 132;
+constexpr int kSmCount = 16;
+constexpr int kRegistersPerSm = 65536;
+constexpr int kAssumedRegistersPerThread = 64;  // for occupancy: what __launch_bounds__(512, 2) allows
+constexpr unsigned kMaxThreadsPerSm = 2048;
 constexpr int kMaxSmemPerBlock = 232448;  // opt-in maximum, bytes
 constexpr int kMaxSmemPerSm = 233472;
 constexpr int kDefaultSmemPerBlock = 48 << 10;  // without cudaFuncSetAttribute
@@ -146,7 +152,9 @@ void check_aligned16(const void* p, const char* what);
 // GPU may complete them), so reading the destination before the wait (or, in another thread, before a barrier
 // that follows the wait) sees the old bytes.
 void cp_async16(void* shared_dst, const void* global_src);
-void cp_async_wait_all();
+void cp_async_commit();            // closes the copies issued since the last commit into a group
+void cp_async_wait_group(int n);   // completes the oldest groups until at most n are left
+void cp_async_wait_all();          // completes every copy, committed or not
 float ex2_approx_ftz(float x);
 float lg2_approx_ftz(float x);
 
@@ -240,6 +248,26 @@ cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute at
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > emu::kMaxSmemPerBlock)
     return cudaErrorInvalidValue;
   emu::set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), value);
+  return cudaSuccess;
+}
+
+// Clusters resident at once: blocks per SM from threads, shared memory (1 KiB reserved per block, as on
+// sm_90) and registers (kAssumedRegistersPerThread), times SMs, over the cluster size; SMs are not grouped
+// into GPCs here.
+template <class... Params>
+cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, void (*kernel)(Params...), const cudaLaunchConfig_t* cfg) {
+  unsigned cluster = 1;
+  for (unsigned i = 0; i < cfg->numAttrs; ++i)
+    if (cfg->attrs[i].id == cudaLaunchAttributeClusterDimension) cluster = cfg->attrs[i].val.clusterDim.x;
+  const unsigned threads = cfg->blockDim.x;
+  if (threads == 0 || threads > emu::kMaxThreadsPerBlock || cluster == 0 || cluster > emu::kMaxClusterBlocks ||
+      cfg->dynamicSmemBytes > emu::max_dynamic_smem(reinterpret_cast<const void*>(kernel)))
+    return cudaErrorInvalidConfiguration;
+  const size_t by_threads = emu::kMaxThreadsPerSm / threads;
+  const size_t by_smem = emu::kMaxSmemPerSm / (cfg->dynamicSmemBytes + 1024);
+  const size_t by_registers = emu::kRegistersPerSm / (threads * emu::kAssumedRegistersPerThread);
+  const size_t per_sm = std::min(by_threads, std::min(by_smem, by_registers));
+  *clusters = static_cast<int>(emu::kSmCount * per_sm / cluster);
   return cudaSuccess;
 }
 

@@ -48,7 +48,7 @@ struct DeviceBuffer {
 };
 
 const CudaVariant kVariants[] = {CudaVariant::rows_per_warp, CudaVariant::block_per_row, CudaVariant::cluster_per_row,
-                                 CudaVariant::automatic};
+                                 CudaVariant::cluster_persistent, CudaVariant::automatic};
 
 const char* name(CudaVariant v) {
   switch (v) {
@@ -56,6 +56,7 @@ const char* name(CudaVariant v) {
     case CudaVariant::rows_per_warp: return "rows_per_warp";
     case CudaVariant::block_per_row: return "block_per_row";
     case CudaVariant::cluster_per_row: return "cluster_per_row";
+    case CudaVariant::cluster_persistent: return "cluster_persistent";
   }
   return "?";
 }
@@ -359,7 +360,8 @@ TEST_CASE("kd_loss cuda: [16384, 128256]-class shapes against the CPU kernel", "
     Problem tol_problem;
     tol_problem.spec = spec;
     const Tolerance tol = tolerance(tol_problem);
-    for (CudaVariant v : {CudaVariant::automatic, CudaVariant::block_per_row, CudaVariant::cluster_per_row}) {
+    for (CudaVariant v : {CudaVariant::automatic, CudaVariant::block_per_row, CudaVariant::cluster_per_row,
+                          CudaVariant::cluster_persistent}) {
       cuda_ok(cudaMemset(dgrad.ptr, 0xff, s.size()), "cudaMemset");
       kd_loss_forward_cuda(g, ws.ptr, nullptr, v);
       cuda_ok(cudaDeviceSynchronize(), "kernel");

@@ -132,9 +132,17 @@ void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream)
 // several rows per warp), block_per_row otherwise (part of the row cached in shared memory, the rest re-read
 // from L2 in reverse order). cluster_per_row (sm_90: a row's slices live in the shared memory of a
 // thread-block cluster, so each logit is read from HBM once) is used only when pinned: on an H100 it measured
-// slower than block_per_row at every dense shape tried (docs/benchmarks.md). It falls back to block_per_row
-// where it cannot run (sparse teacher, no sm_90, too big).
-enum class CudaVariant : int32_t { automatic = 0, rows_per_warp = 1, block_per_row = 2, cluster_per_row = 3 };
+// slower than block_per_row at every dense shape tried (docs/benchmarks.md). cluster_persistent (pinned only,
+// not yet timed on a GPU): the cluster kernel in one wave of resident clusters, each looping over rows with
+// the next row's slices in flight into a second shared-memory cache while it computes the current one. Both
+// cluster variants fall back to block_per_row where they cannot run (sparse teacher, no sm_90, too big).
+enum class CudaVariant : int32_t {
+  automatic = 0,
+  rows_per_warp = 1,
+  block_per_row = 2,
+  cluster_per_row = 3,
+  cluster_persistent = 4,
+};
 void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream, CudaVariant variant);
 
 // True when this build has the CUDA kernels compiled in (DISTILL_CUDA_KERNELS).
