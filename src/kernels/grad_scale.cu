@@ -43,7 +43,12 @@ template <class T> void launch(void* data, int64_t n, const float* scale, cudaSt
   const int threads = 256;
   int64_t blocks = (n + threads - 1) / threads;
   if (blocks > static_cast<int64_t>(sms) * 8) blocks = static_cast<int64_t>(sms) * 8;
+#if defined(DISTILL_CUDA_EMULATOR)  // tests/cuda_emulator: the same kernel on the CPU
+  emu::launch(scale_kernel<T>, dim3(static_cast<unsigned>(blocks)), dim3(threads), 0, stream, static_cast<T*>(data), n,
+              scale);
+#else
   scale_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(static_cast<T*>(data), n, scale);
+#endif
   cudaError_t err = cudaGetLastError();
   if (err != cudaSuccess) throw std::runtime_error(std::string("scale_by_device_scalar: ") + cudaGetErrorString(err));
 }
