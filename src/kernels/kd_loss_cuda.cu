@@ -361,8 +361,10 @@ struct Stats {
 
 constexpr size_t kScratchBytes = 32 * sizeof(Stats);  // block reductions: one Stats per warp
 constexpr size_t kClusterHeader = 1024;                 // scratch + exchange slots, keeps the packs 16-byte aligned
-static_assert(kScratchBytes + 64 + sizeof(Stats) <= kClusterHeader && sizeof(Stats) + 4 * sizeof(float) <= 64,
-              "cluster header: scratch, exchange slot, JSD slot, merged statistics");
+constexpr size_t kSlotBytes = 32;                       // one row's exchange: Stats, then the two JSD sums
+static_assert(sizeof(Stats) + 2 * sizeof(float) <= kSlotBytes &&
+                  kScratchBytes + 2 * kSlotBytes + sizeof(Stats) <= kClusterHeader,
+              "cluster header: scratch, two exchange slots (Stats + JSD sums), merged statistics");
 static_assert(2 * 32 * sizeof(double) + sizeof(unsigned) <= kScratchBytes, "sum_rows_if_last scratch");
 
 __device__ __forceinline__ Stats stats_identity() { return Stats{kLowest, kLowest, 0.f, 0.f, 0.f, 0.f}; }
@@ -1045,7 +1047,8 @@ __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int t
 // [r * slice, (r + 1) * slice) of the row and keeps all of its packs in shared memory, so the gradient sweep
 // reads nothing from global memory. Statistics are merged across the cluster through distributed shared
 // memory, in rank order (identical bits in every block). Dense teachers only.
-// Dynamic shared memory: [kClusterHeader bytes: 32 Stats scratch, the Stats exchange slot, the JSD slot]
+// Dynamic shared memory: [kClusterHeader bytes: 32 Stats scratch, two exchange slots (Stats + JSD sums),
+// the merged Stats]
 // [slice packs of s][slice packs of t], and for cluster_persistent a second [s][t] pair (the next row's).
 
 // This block's slice of row i.
@@ -1088,12 +1091,19 @@ __device__ __forceinline__ void cluster_fill(const Slice<TS, TT>& r, Pack<TS>* s
   cache_packs_async(t_cache, r.trow + r.L.head, r.L.packs, r.L.t_vec, threadIdx.x, blockDim.x);
 }
 
+// How a cluster row ends. cluster_barrier: no block reads another's shared memory afterwards (the one-shot
+// kernel, whose blocks then exit). block_barrier: only this block is done with its cache and scratch; the
+// persistent kernel alternates exchange slots between rows, so a block may start writing the next row's
+// slot while others still read this row's: the slot it writes next was last read two rows back, before
+// every block arrived at the previous row's first cluster barrier, which it has passed.
+enum class RowEnd { cluster_barrier, block_barrier };
+
 // Everything after the slice's packs have landed in this thread's part of the cache: the statistics, the
-// cluster-wide merge, the row's loss values and the gradient. Ends with a cluster barrier, after which no block
-// reads another's shared memory or this row's cache.
+// cluster-wide merge (through exchange slot `slot_parity`), the row's loss values and the gradient.
 template <class TS, class TT, Kind K, int M>
 __device__ __forceinline__ void cluster_row(const Params& p, const Slice<TS, TT>& r, const Pack<TS>* s_cache,
-                                            const Pack<TT>* t_cache, unsigned char* smem) {
+                                            const Pack<TT>* t_cache, unsigned char* smem, int slot_parity,
+                                            RowEnd end) {
   cg::cluster_group cluster = cg::this_cluster();
   const int rank = static_cast<int>(cluster.block_rank());
   const int nblocks = static_cast<int>(cluster.num_blocks());
@@ -1103,8 +1113,9 @@ __device__ __forceinline__ void cluster_row(const Params& p, const Slice<TS, TT>
   tm.rank = threadIdx.x;
   tm.mask = 0xffffffffu;
   tm.scratch = reinterpret_cast<float*>(smem);
-  Stats* slot = reinterpret_cast<Stats*>(smem + kScratchBytes);
-  float* jsd_slot = reinterpret_cast<float*>(smem + kScratchBytes + sizeof(Stats));
+  unsigned char* const exchange = smem + kScratchBytes + slot_parity * kSlotBytes;
+  Stats* slot = reinterpret_cast<Stats*>(exchange);
+  float* jsd_slot = reinterpret_cast<float*>(exchange + sizeof(Stats));
   const int64_t i = r.i, lo = r.lo, n = r.n, y = r.y, V = p.vocab;
   const bool ignored = r.ignored;
   const TS* srow_full = r.srow_full;
@@ -1131,7 +1142,7 @@ __device__ __forceinline__ void cluster_row(const Params& p, const Slice<TS, TT>
   if (threadIdx.x == 0) *slot = st;
   cluster.sync();
   // Thread 0 merges the blocks' statistics in rank order and publishes them to its block.
-  Stats* merged = reinterpret_cast<Stats*>(smem + kScratchBytes + 64);  // not scratch: reused below
+  Stats* merged = reinterpret_cast<Stats*>(smem + kScratchBytes + 2 * kSlotBytes);  // not scratch: reused below
   if (threadIdx.x == 0) {
     st = *cluster.map_shared_rank(slot, 0);
     for (int r = 1; r < nblocks; ++r) st = stats_merge<K>(st, *cluster.map_shared_rank(slot, r), p.k, M != kCeNone);
@@ -1229,7 +1240,11 @@ __device__ __forceinline__ void cluster_row(const Params& p, const Slice<TS, TT>
       for (int64_t e = L.tail_begin + tm.rank; e < n; e += tm.size) one(e);
     }
   }
-  cluster.sync();  // no block may exit, or refill its cache, while another still reads its shared memory
+  if (end == RowEnd::cluster_barrier) {
+    cluster.sync();
+  } else {
+    __syncthreads();  // this block's cache and scratch are free again
+  }
 }
 
 // Cache packs per slice: an upper bound for any alignment of the slice start.
@@ -1247,7 +1262,7 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
       slice_of<TS, TT>(p, static_cast<int64_t>(blockIdx.x) / nblocks, static_cast<int>(cluster.block_rank()), slice);
   cluster_fill(r, s_cache, t_cache);
   cp_async_wait_all();
-  cluster_row<TS, TT, K, M>(p, r, s_cache, t_cache, smem);
+  cluster_row<TS, TT, K, M>(p, r, s_cache, t_cache, smem, 0, RowEnd::cluster_barrier);
 }
 
 template <class TS, class TT, Kind K>
@@ -1282,12 +1297,14 @@ __device__ __forceinline__ void cluster_persistent_body(const Params& p, int64_t
   if (i < p.rows) cluster_fill(slice_of<TS, TT>(p, i, rank, slice), s_cache(0), t_cache(0));
   cp_async_commit();
   for (int b = 0; i < p.rows; i += stride, b ^= 1) {
-    // The other cache was last read by the row before this one, which ended with a cluster barrier.
+    // The other cache was last read by this block's previous row, which ended with a block barrier.
     if (i + stride < p.rows) cluster_fill(slice_of<TS, TT>(p, i + stride, rank, slice), s_cache(b ^ 1), t_cache(b ^ 1));
     cp_async_commit();
     cp_async_wait_group<1>();  // this row's copies (the group before the one just committed) have landed
-    cluster_row<TS, TT, K, M>(p, slice_of<TS, TT>(p, i, rank, slice), s_cache(b), t_cache(b), smem);
+    cluster_row<TS, TT, K, M>(p, slice_of<TS, TT>(p, i, rank, slice), s_cache(b), t_cache(b), smem, b,
+                              RowEnd::block_barrier);
   }
+  cluster.sync();  // no block may exit while another still reads its exchange slots
 }
 
 // One block per SM (the plan sizes its two caches for that), so up to 128 registers: at 64, the forward and
