@@ -1081,6 +1081,23 @@ __device__ __forceinline__ Slice<TS, TT> slice_of(const Params& p, int64_t i, in
   return r;
 }
 
+// Cache packs per slice: an upper bound for any alignment of the slice start (make_plan sizes shared memory
+// with it too).
+__host__ __device__ __forceinline__ int64_t cluster_slice_packs(int64_t slice) { return slice / kPack + 1; }
+
+// Cache b (0, or 1 for cluster_persistent's second) of a block's slice: [packs of s][packs of t].
+template <class TS, class TT>
+struct SliceCache {
+  Pack<TS>* s;
+  Pack<TT>* t;
+};
+template <class TS, class TT>
+__device__ __forceinline__ SliceCache<TS, TT> slice_cache(unsigned char* smem, int64_t slice, int b) {
+  const int64_t packs = cluster_slice_packs(slice);
+  unsigned char* const base = smem + kClusterHeader + b * packs * (sizeof(Pack<TS>) + sizeof(Pack<TT>));
+  return {reinterpret_cast<Pack<TS>*>(base), reinterpret_cast<Pack<TT>*>(base + packs * sizeof(Pack<TS>))};
+}
+
 // Requests the slice's packs into the shared-memory cache: the whole slice in flight at once (cp.async). Each
 // thread later reads back the packs it requested itself, so no barrier is needed before the statistics.
 // (Through registers, two packs ahead, measured the same on an H200; this is the simpler of the two.)
@@ -1247,22 +1264,17 @@ __device__ __forceinline__ void cluster_row(const Params& p, const Slice<TS, TT>
   }
 }
 
-// Cache packs per slice: an upper bound for any alignment of the slice start.
-__device__ __forceinline__ int64_t cluster_slice_packs(int64_t slice) { return slice / kPack + 1; }
-
 template <class TS, class TT, Kind K, int M>
 __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
   unsigned char* const smem = dynamic_smem();
   cg::cluster_group cluster = cg::this_cluster();
   const int nblocks = static_cast<int>(cluster.num_blocks());
-  unsigned char* cache = smem + kClusterHeader;
-  Pack<TS>* s_cache = reinterpret_cast<Pack<TS>*>(cache);
-  Pack<TT>* t_cache = reinterpret_cast<Pack<TT>*>(cache + cluster_slice_packs(slice) * sizeof(Pack<TS>));
+  const SliceCache<TS, TT> c = slice_cache<TS, TT>(smem, slice, 0);
   const Slice<TS, TT> r =
       slice_of<TS, TT>(p, static_cast<int64_t>(blockIdx.x) / nblocks, static_cast<int>(cluster.block_rank()), slice);
-  cluster_fill(r, s_cache, t_cache);
+  cluster_fill(r, c.s, c.t);
   cp_async_wait_all();
-  cluster_row<TS, TT, K, M>(p, r, s_cache, t_cache, smem, 0, RowEnd::cluster_barrier);
+  cluster_row<TS, TT, K, M>(p, r, c.s, c.t, smem, 0, RowEnd::cluster_barrier);
 }
 
 template <class TS, class TT, Kind K>
@@ -1286,23 +1298,23 @@ __device__ __forceinline__ void cluster_persistent_body(const Params& p, int64_t
   cg::cluster_group cluster = cg::this_cluster();
   const int nblocks = static_cast<int>(cluster.num_blocks());
   const int rank = static_cast<int>(cluster.block_rank());
-  const int64_t slice_packs = cluster_slice_packs(slice);
-  const size_t buffer_bytes = static_cast<size_t>(slice_packs) * (sizeof(Pack<TS>) + sizeof(Pack<TT>));
   const int64_t stride = gridDim.x / nblocks;
   int64_t i = static_cast<int64_t>(blockIdx.x) / nblocks;
-  auto s_cache = [&](int b) { return reinterpret_cast<Pack<TS>*>(smem + kClusterHeader + b * buffer_bytes); };
-  auto t_cache = [&](int b) {
-    return reinterpret_cast<Pack<TT>*>(smem + kClusterHeader + b * buffer_bytes + slice_packs * sizeof(Pack<TS>));
-  };
-  if (i < p.rows) cluster_fill(slice_of<TS, TT>(p, i, rank, slice), s_cache(0), t_cache(0));
+  if (i < p.rows) {
+    const SliceCache<TS, TT> first = slice_cache<TS, TT>(smem, slice, 0);
+    cluster_fill(slice_of<TS, TT>(p, i, rank, slice), first.s, first.t);
+  }
   cp_async_commit();
   for (int b = 0; i < p.rows; i += stride, b ^= 1) {
     // The other cache was last read by this block's previous row, which ended with a block barrier.
-    if (i + stride < p.rows) cluster_fill(slice_of<TS, TT>(p, i + stride, rank, slice), s_cache(b ^ 1), t_cache(b ^ 1));
+    if (i + stride < p.rows) {
+      const SliceCache<TS, TT> next = slice_cache<TS, TT>(smem, slice, b ^ 1);
+      cluster_fill(slice_of<TS, TT>(p, i + stride, rank, slice), next.s, next.t);
+    }
     cp_async_commit();
     cp_async_wait_group<1>();  // this row's copies (the group before the one just committed) have landed
-    cluster_row<TS, TT, K, M>(p, slice_of<TS, TT>(p, i, rank, slice), s_cache(b), t_cache(b), smem, b,
-                              RowEnd::block_barrier);
+    const SliceCache<TS, TT> c = slice_cache<TS, TT>(smem, slice, b);
+    cluster_row<TS, TT, K, M>(p, slice_of<TS, TT>(p, i, rank, slice), c.s, c.t, smem, b, RowEnd::block_barrier);
   }
   cluster.sync();  // no block may exit while another still reads its exchange slots
 }
@@ -1475,13 +1487,15 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
     const int64_t caches = persistent ? 2 : 1;
     pl.cluster = 0;
     if (!sparse && dev.sm_major >= 9) {
-      const int64_t one_per_sm = dev.smem_optin, two_per_sm = persistent ? one_per_sm : dev.smem_per_sm / 2 - 1024;
-      for (const int64_t limit : {two_per_sm, one_per_sm}) {
+      // Shared-memory limits per block to try in order: two blocks per SM (not for persistent), then one.
+      const int64_t one_per_sm = dev.smem_optin;
+      const int64_t first = persistent ? one_per_sm : dev.smem_per_sm / 2 - 1024;
+      for (const int64_t limit : {first, one_per_sm}) {
         for (int cl : {1, 2, 4, 8}) {
           if (tune().cluster != 0 && cl != tune().cluster) continue;
           const int64_t slice = (V + cl - 1) / cl;
           const int64_t smem =
-              static_cast<int64_t>(kClusterHeader) + caches * (slice / kPack + 1) * kPack * pair_bytes;
+              static_cast<int64_t>(kClusterHeader) + caches * cluster_slice_packs(slice) * kPack * pair_bytes;
           if (smem <= limit) {
             pl.cluster = cl, pl.slice = slice, pl.smem = static_cast<size_t>(smem);
             break;

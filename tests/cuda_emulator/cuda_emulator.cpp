@@ -62,7 +62,6 @@ struct Block {
 struct Fiber {
   ucontext_t context;
   jmp_buf resume;
-  char* stack = nullptr;
   bool done = false;
   ThreadState state;
   Block* block = nullptr;
@@ -206,7 +205,6 @@ __attribute__((noinline)) std::unique_ptr<Fiber> make_fiber(const ThreadState& s
   auto f = std::make_unique<Fiber>();
   f->state = state;
   f->block = block;
-  f->stack = stack;
   getcontext(&f->context);
   f->context.uc_stack.ss_sp = stack;
   f->context.uc_stack.ss_size = kStackBytes;

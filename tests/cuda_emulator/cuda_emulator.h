@@ -123,7 +123,7 @@ namespace emu {
 
 constexpr int kSmCount = 16;
 constexpr int kRegistersPerSm = 65536;
-constexpr int kAssumedRegistersPerThread = 64;  // for occupancy: what __launch_bounds__(512, 2) allows
+constexpr int kAssumedRegistersPerThread = 64;  // for occupancy, which needs a register count it cannot know
 constexpr unsigned kMaxThreadsPerSm = 2048;
 constexpr int kMaxSmemPerBlock = 232448;  // opt-in maximum, bytes
 constexpr int kMaxSmemPerSm = 233472;
@@ -165,15 +165,9 @@ void run(const std::function<void()>& body, dim3 grid, dim3 block, size_t smem, 
 void set_max_dynamic_smem(const void* kernel, int bytes);
 size_t max_dynamic_smem(const void* kernel);
 
+// The <<<grid, block, smem, stream>>> launch (declared here, defined after cudaLaunchKernelEx).
 template <class... Params, class... Args>
-void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t, Args&&... args) {
-  if (smem > max_dynamic_smem(reinterpret_cast<const void*>(kernel))) {
-    set_last_error(cudaErrorInvalidConfiguration);
-    return;
-  }
-  std::tuple<std::decay_t<Params>...> bound(std::forward<Args>(args)...);
-  run([kernel, bound]() { std::apply(kernel, bound); }, grid, block, smem, 1);
-}
+void launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args);
 
 }  // namespace emu
 
@@ -286,4 +280,16 @@ cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* cfg, void (*kernel)(Par
   emu::run([kernel, bound]() { std::apply(kernel, bound); }, cfg->gridDim, cfg->blockDim, cfg->dynamicSmemBytes,
            cluster);
   return cudaGetLastError();
+}
+
+// A configuration error of a plain launch surfaces through cudaGetLastError, as on a GPU.
+template <class... Params, class... Args>
+void emu::launch(void (*kernel)(Params...), dim3 grid, dim3 block, size_t smem, cudaStream_t stream, Args&&... args) {
+  cudaLaunchConfig_t cfg;
+  cfg.gridDim = grid;
+  cfg.blockDim = block;
+  cfg.dynamicSmemBytes = smem;
+  cfg.stream = stream;
+  const cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
+  if (e != cudaSuccess) emu::set_last_error(e);
 }

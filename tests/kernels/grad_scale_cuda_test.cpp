@@ -11,9 +11,10 @@
 #include <vector>
 
 #include "distill/kernels/grad_scale.h"
-#include "distill/kernels/kd_loss_reference.h"
+#include "kd_loss_test_util.h"
 
 using namespace distill::kernels;
+using kd_test::element_bytes;
 
 namespace {
 
@@ -26,28 +27,6 @@ void cuda_ok(cudaError_t e, const char* what) {
   if (e != cudaSuccess) FAIL(what << ": " << cudaGetErrorString(e));
 }
 
-int64_t element_bytes(ScalarType t) { return t == ScalarType::f32 ? 4 : 2; }
-
-float to_float(ScalarType t, const uint8_t* p) {
-  if (t == ScalarType::f32) {
-    float f;
-    std::memcpy(&f, p, 4);
-    return f;
-  }
-  uint16_t b;
-  std::memcpy(&b, p, 2);
-  return t == ScalarType::bf16 ? bf16_bits_to_float(b) : f16_bits_to_float(b);
-}
-
-void from_float(ScalarType t, float f, uint8_t* p) {
-  if (t == ScalarType::f32) {
-    std::memcpy(p, &f, 4);
-    return;
-  }
-  const uint16_t b = t == ScalarType::bf16 ? float_to_bf16_bits(f) : float_to_f16_bits(f);
-  std::memcpy(p, &b, 2);
-}
-
 // n elements of dtype t: a spread of magnitudes and signs, a NaN, infinities, zeros of both signs.
 std::vector<uint8_t> sample(ScalarType t, int64_t n) {
   std::vector<uint8_t> v(static_cast<size_t>(n * element_bytes(t)));
@@ -58,7 +37,7 @@ std::vector<uint8_t> sample(ScalarType t, int64_t n) {
     if (i % 97 == 5) f = __builtin_nanf("");
     if (i % 89 == 7) f = (i & 1) ? __builtin_inff() : -__builtin_inff();
     if (i % 83 == 11) f = (i & 1) ? 0.0f : -0.0f;
-    from_float(t, f, v.data() + i * element_bytes(t));
+    kd_test::put(v, t, i, f);
   }
   return v;
 }
@@ -74,7 +53,7 @@ TEST_CASE("grad scale cuda: x *= scale in every dtype, bit-exact against the CPU
     // 0, one element, less than a block, and more than the capped grid covers in one stride.
     for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{255}, int64_t{1000}, int64_t{600001}}) {
       for (float scale : {1.0f, 0.5f, -3.0f, 0.0f, 1e-3f}) {
-        INFO("dtype " << static_cast<int>(t) << " n " << n << " scale " << scale);
+        INFO(kd_test::name(t) << " n " << n << " scale " << scale);
         const std::vector<uint8_t> host = sample(t, n);
         const size_t bytes = host.size();
         void* data = nullptr;
@@ -93,17 +72,17 @@ TEST_CASE("grad scale cuda: x *= scale in every dtype, bit-exact against the CPU
         const int64_t eb = element_bytes(t);
         std::vector<uint8_t> want = host;
         if (scale != 1.0f) {
-          for (int64_t i = 0; i < n; ++i) from_float(t, to_float(t, host.data() + i * eb) * scale, want.data() + i * eb);
+          for (int64_t i = 0; i < n; ++i)
+            kd_test::put(want, t, i, static_cast<float>(kd_test::get(host.data(), t, i)) * scale);
         }
         // Bit comparison, signed zeros included; a NaN only has to stay a NaN when scaled (a GPU multiply
         // returns the canonical NaN), and must keep its bits when the scale is 1 (nothing is written).
         int64_t first_bad = -1;
         for (int64_t i = 0; i < n && first_bad < 0; ++i) {
-          const uint8_t* g = got.data() + i * eb;
-          const uint8_t* w = want.data() + i * eb;
-          const float gf = to_float(t, g), wf = to_float(t, w);
-          const bool both_nan = gf != gf && wf != wf && scale != 1.0f;
-          if (!both_nan && std::memcmp(g, w, static_cast<size_t>(eb)) != 0) first_bad = i;
+          const double gv = kd_test::get(got.data(), t, i), wv = kd_test::get(want.data(), t, i);
+          const bool both_nan = gv != gv && wv != wv && scale != 1.0f;
+          if (!both_nan && std::memcmp(got.data() + i * eb, want.data() + i * eb, static_cast<size_t>(eb)) != 0)
+            first_bad = i;
         }
         INFO("first differing element " << first_bad);
         CHECK(first_bad == -1);
