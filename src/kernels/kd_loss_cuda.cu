@@ -31,6 +31,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <type_traits>
 #include <utility>
 
@@ -1353,13 +1354,17 @@ struct Device {
 };
 
 // What each device keeps for the life of the process, under one lock: its properties (queried once; small
-// shapes are launch-bound, so a launch makes no attribute queries) and the arrival counters of
+// shapes are launch-bound, so a launch makes no attribute queries), what each kernel was allowed and how many
+// of its clusters fit (both asked of the driver once, not at every launch) and the arrival counters of
 // sum_rows_if_last. A counter serves one stream: zeroed on that stream before its first use and left at zero
 // by every launch. Launches on one stream run in order and can share it; launches on different streams may
 // overlap and must not (cudaStreamPerThread is a different stream in every host thread). Counters come from
 // slabs of 256, one cudaMalloc each. Never freed: a launch may still be queued when static destructors run.
 struct DeviceState {
   Device props;
+  std::map<const void*, size_t> smem_allowed;  // kernel -> the dynamic shared memory it may use
+  // (kernel, dynamic shared memory, threads, cluster size) -> clusters resident at once
+  std::map<std::tuple<const void*, size_t, unsigned, unsigned>, int> clusters_fit;
   std::map<std::pair<cudaStream_t, std::thread::id>, unsigned*> counters;
   unsigned* slab = nullptr;
   int slab_used = 0;
@@ -1391,6 +1396,31 @@ DeviceState& current_state() {
 Device current_device() {
   const std::lock_guard<std::mutex> lock(state_mutex());
   return current_state().props;
+}
+
+// Lets `kernel` use `smem` bytes of dynamic shared memory on the current device (48 KiB needs no opt-in).
+template <class Kernel>
+void allow_dynamic_smem(Kernel kernel, size_t smem) {
+  if (smem <= (48u << 10)) return;
+  const std::lock_guard<std::mutex> lock(state_mutex());
+  size_t& allowed = current_state().smem_allowed[reinterpret_cast<const void*>(kernel)];
+  if (smem <= allowed) return;
+  check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)),
+             "cudaFuncSetAttribute");
+  allowed = smem;
+}
+
+// How many clusters of `cluster` blocks of `cfg`'s shape the current device runs at once.
+template <class Kernel>
+int clusters_that_fit(Kernel kernel, const cudaLaunchConfig_t& cfg, unsigned cluster) {
+  const std::lock_guard<std::mutex> lock(state_mutex());
+  auto& fit = current_state().clusters_fit;
+  const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), cfg.dynamicSmemBytes, cfg.blockDim.x, cluster);
+  if (const auto found = fit.find(key); found != fit.end()) return found->second;
+  int clusters = 0;
+  check_call(cudaOccupancyMaxActiveClusters(&clusters, kernel, &cfg), "cudaOccupancyMaxActiveClusters");
+  fit.emplace(key, clusters);
+  return clusters;
 }
 
 // The current device's properties and `stream`'s arrival counter.
@@ -1598,8 +1628,7 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
     if constexpr (K != kSparse) {
       const bool persistent = pl.variant == CudaVariant::cluster_persistent;
       auto kernel = persistent ? kd_cluster_persistent_kernel<TS, TT, K> : kd_cluster_kernel<TS, TT, K>;
-      check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem)),
-                 "cudaFuncSetAttribute");
+      allow_dynamic_smem(kernel, pl.smem);
       cudaLaunchConfig_t cfg = {};
       cfg.gridDim = dim3(static_cast<unsigned>(pl.grid));
       cfg.blockDim = dim3(pl.threads);
@@ -1614,9 +1643,8 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
       cfg.numAttrs = 1;
       if (persistent) {
         // One wave: every cluster resident at once, each looping over its rows.
-        int fit = 0;
         cfg.gridDim = dim3(static_cast<unsigned>(pl.cluster));
-        check_call(cudaOccupancyMaxActiveClusters(&fit, kernel, &cfg), "cudaOccupancyMaxActiveClusters");
+        const int fit = clusters_that_fit(kernel, cfg, pl.cluster);
         if (fit < 1)
           throw std::runtime_error("kd_loss_forward_cuda: no cluster of " + std::to_string(pl.cluster) +
                                    " blocks with " + std::to_string(pl.smem) + " bytes of shared memory fits the device");
@@ -1628,9 +1656,7 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
     return;
   }
   auto kernel = kd_rows_kernel<TS, TT, K>;
-  if (pl.smem > (48u << 10))
-    check_call(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(pl.smem)),
-               "cudaFuncSetAttribute");
+  allow_dynamic_smem(kernel, pl.smem);
 #if defined(DISTILL_CUDA_EMULATOR)
   emu::launch(kernel, dim3(static_cast<unsigned>(pl.grid)), dim3(pl.threads), pl.smem, stream, p, pl.team, pl.cache_packs,
               pl.bitmap_words);

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -391,6 +392,13 @@ void set_last_error(cudaError_t e) {
 
 void set_max_dynamic_smem(const void* kernel, int bytes) { kernel_smem_limits()[kernel] = static_cast<size_t>(bytes); }
 
+namespace {
+std::atomic<long> g_driver_queries{0};
+}  // namespace
+
+long driver_queries() { return g_driver_queries.load(); }
+void count_driver_query() { ++g_driver_queries; }
+
 size_t max_dynamic_smem(const void* kernel) {
   const auto it = kernel_smem_limits().find(kernel);
   return it == kernel_smem_limits().end() ? kDefaultSmemPerBlock : it->second;
@@ -426,6 +434,7 @@ cudaError_t cudaGetDevice(int* device) {
 }
 
 cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) {
+  emu::count_driver_query();
   if (device != 0) return cudaErrorInvalidValue;
   switch (attr) {
     case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;

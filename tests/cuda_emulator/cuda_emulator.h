@@ -164,6 +164,11 @@ void run(const std::function<void()>& body, dim3 grid, dim3 block, size_t smem, 
 // Records the dynamic shared memory a kernel was allowed (cudaFuncSetAttribute); keyed by its address.
 void set_max_dynamic_smem(const void* kernel, int bytes);
 size_t max_dynamic_smem(const void* kernel);
+// Attribute and occupancy queries made so far (cudaDeviceGetAttribute, cudaFuncSetAttribute,
+// cudaOccupancyMaxActiveClusters): a GPU answers each in microseconds, so a launch path that is meant to make
+// none is tested by this count standing still.
+long driver_queries();
+void count_driver_query();
 
 // The <<<grid, block, smem, stream>>> launch (declared here, defined after cudaLaunchKernelEx).
 template <class... Params, class... Args>
@@ -239,6 +244,7 @@ cudaError_t cudaDeviceSynchronize();
 
 template <class... Params>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {
+  emu::count_driver_query();
   if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize || value < 0 || value > emu::kMaxSmemPerBlock)
     return cudaErrorInvalidValue;
   emu::set_max_dynamic_smem(reinterpret_cast<const void*>(kernel), value);
@@ -250,6 +256,7 @@ cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute at
 // into GPCs here.
 template <class... Params>
 cudaError_t cudaOccupancyMaxActiveClusters(int* clusters, void (*kernel)(Params...), const cudaLaunchConfig_t* cfg) {
+  emu::count_driver_query();
   unsigned cluster = 1;
   for (unsigned i = 0; i < cfg->numAttrs; ++i)
     if (cfg->attrs[i].id == cudaLaunchAttributeClusterDimension) cluster = cfg->attrs[i].val.clusterDim.x;

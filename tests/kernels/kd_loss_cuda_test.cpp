@@ -314,6 +314,29 @@ TEST_CASE("kd_loss cuda: back-to-back launches on one stream and on two streams"
   cuda_ok(cudaStreamDestroy(two), "cudaStreamDestroy");
 }
 
+#if defined(DISTILL_CUDA_EMULATOR)
+// Small shapes are launch-bound: after the first launch of a kernel, launches of it make no attribute or
+// occupancy queries (each costs microseconds of host time on a GPU). Only the emulator can count them.
+TEST_CASE("kd_loss cuda: repeated launches make no driver queries", "[kd_loss][cuda]") {
+  Spec s;  // f32/f32 at V = 20011: block_per_row caches 160 KB, beyond the 48 KiB that needs no opt-in
+  s.N = 5, s.V = 20011, s.labels = true, s.alpha = 0.5f, s.T = 2.0f, s.want_grad = false;
+  auto p = make_problem(s);
+  DeviceProblem d(*p);
+  Spec more = s;  // the same kernels with more rows: the one-wave grid of cluster_persistent is the same
+  more.N = 9;
+  auto pm = make_problem(more);
+  DeviceProblem dm(*pm);
+  for (CudaVariant v : kVariants) {
+    INFO(name(v));
+    const Outputs first = run_cuda(*p, d, v, nullptr);
+    const long queries = emu::driver_queries();
+    CHECK(same_bits(run_cuda(*p, d, v, nullptr), first));
+    run_cuda(*pm, dm, v, nullptr);
+    CHECK(emu::driver_queries() == queries);
+  }
+}
+#endif
+
 // Shapes that only a GPU does quickly, against the fused CPU kernel (the double reference would take minutes).
 TEST_CASE("kd_loss cuda: [16384, 128256]-class shapes against the CPU kernel", "[kd_loss][cuda][large]") {
   REQUIRE_DEVICE();
