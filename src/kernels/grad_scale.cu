@@ -4,6 +4,8 @@
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
 
+#include <map>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -35,11 +37,28 @@ __global__ void scale_kernel(T* __restrict__ data, int64_t n, const float* __res
 
 // ---- launchers ----
 
+void check(cudaError_t err, const char* what) {
+  if (err != cudaSuccess)
+    throw std::runtime_error(std::string("scale_by_device_scalar: ") + what + ": " + cudaGetErrorString(err));
+}
+
+// The current device's SM count, asked of the driver once per device: the backward runs every step.
+int current_sms() {
+  static std::mutex mutex;
+  static auto* sms_of = new std::map<int, int>();  // never freed: launches may outlive static destructors
+  int device = 0;
+  check(cudaGetDevice(&device), "cudaGetDevice");
+  const std::lock_guard<std::mutex> lock(mutex);
+  if (const auto found = sms_of->find(device); found != sms_of->end()) return found->second;
+  int sms = 0;
+  check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device), "cudaDeviceGetAttribute");
+  sms_of->emplace(device, sms);
+  return sms;
+}
+
 template <class T> void launch(void* data, int64_t n, const float* scale, cudaStream_t stream) {
   if (n == 0) return;
-  int device = 0, sms = 0;
-  cudaGetDevice(&device);
-  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int sms = current_sms();
   const int threads = 256;
   int64_t blocks = (n + threads - 1) / threads;
   if (blocks > static_cast<int64_t>(sms) * 8) blocks = static_cast<int64_t>(sms) * 8;
@@ -49,8 +68,7 @@ template <class T> void launch(void* data, int64_t n, const float* scale, cudaSt
 #else
   scale_kernel<T><<<static_cast<unsigned>(blocks), threads, 0, stream>>>(static_cast<T*>(data), n, scale);
 #endif
-  cudaError_t err = cudaGetLastError();
-  if (err != cudaSuccess) throw std::runtime_error(std::string("scale_by_device_scalar: ") + cudaGetErrorString(err));
+  check(cudaGetLastError(), "launch");
 }
 
 }  // namespace

@@ -90,3 +90,26 @@ TEST_CASE("grad scale cuda: x *= scale in every dtype, bit-exact against the CPU
     }
   }
 }
+
+#if defined(DISTILL_CUDA_EMULATOR)
+// The scaling runs at every backward: after the first launch on a device it asks the driver nothing (the
+// emulator counts attribute queries; a GPU answers each in microseconds of host time).
+TEST_CASE("grad scale cuda: repeated launches make no driver queries", "[grad_scale][cuda]") {
+  const std::vector<uint8_t> host = sample(ScalarType::bf16, 3000);
+  void* data = nullptr;
+  float* dscale = nullptr;
+  const float scale = 0.5f;
+  cuda_ok(cudaMalloc(&data, host.size()), "cudaMalloc");
+  cuda_ok(cudaMalloc(&dscale, sizeof(float)), "cudaMalloc");
+  cuda_ok(cudaMemcpy(data, host.data(), host.size(), cudaMemcpyHostToDevice), "H2D");
+  cuda_ok(cudaMemcpy(dscale, &scale, sizeof(float), cudaMemcpyHostToDevice), "H2D");
+  scale_by_device_scalar_cuda(data, 3000, ScalarType::bf16, dscale, nullptr);
+  const long queries = emu::driver_queries();
+  for (ScalarType t : {ScalarType::f32, ScalarType::bf16, ScalarType::f16})
+    scale_by_device_scalar_cuda(data, 1000, t, dscale, nullptr);
+  cuda_ok(cudaDeviceSynchronize(), "kernel");
+  CHECK(emu::driver_queries() == queries);
+  cudaFree(data);
+  cudaFree(dscale);
+}
+#endif
