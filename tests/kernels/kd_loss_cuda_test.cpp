@@ -314,6 +314,45 @@ TEST_CASE("kd_loss cuda: back-to-back launches on one stream and on two streams"
   cuda_ok(cudaStreamDestroy(two), "cudaStreamDestroy");
 }
 
+// The launch plans that docs/kernels.md describes. The cluster sizes follow from shared memory, so they are
+// checked on devices with sm_90's limits (H100, H200 and the emulator): the smallest of 1, 2, 4, 8 blocks
+// whose slices fit (two blocks per SM for cluster_per_row, two row caches in one block for
+// cluster_persistent), else block_per_row.
+TEST_CASE("kd_loss cuda: launch plans", "[kd_loss][cuda]") {
+  REQUIRE_DEVICE();
+  auto plan = [](int64_t V, ScalarType sdt, ScalarType tdt, CudaVariant v, bool sparse = false) {
+    static const int64_t index = 0;  // make_plan only asks whether the teacher is sparse
+    KdLossArgs a;
+    a.rows = 4096, a.vocab = V, a.student_dtype = sdt, a.teacher_dtype = tdt;
+    if (sparse) a.topk_index = &index, a.topk = 1;
+    return kd_loss_cuda_describe(a, v);
+  };
+  using Catch::StartsWith;
+  const ScalarType f32 = ScalarType::f32, bf16 = ScalarType::bf16;
+  CHECK_THAT(plan(10, f32, f32, CudaVariant::automatic), StartsWith("rows-per-warp/2 lanes"));
+  CHECK_THAT(plan(2048, f32, f32, CudaVariant::automatic), StartsWith("rows-per-warp/32 lanes"));
+  CHECK_THAT(plan(2049, f32, f32, CudaVariant::automatic), StartsWith("block-per-row/512 threads"));
+  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::automatic), StartsWith("block-per-row/"));
+  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_persistent, true), StartsWith("block-per-row/"));
+  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_per_row, true), StartsWith("block-per-row/"));
+
+  int major = 0, optin = 0, per_sm = 0;
+  cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), "cudaDeviceGetAttribute");
+  cuda_ok(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), "cudaDeviceGetAttribute");
+  cuda_ok(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0), "cudaDeviceGetAttribute");
+  if (major != 9 || optin != 232448 || per_sm != 233472) return;
+  CHECK_THAT(plan(32000, bf16, bf16, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/2 blocks"));
+  CHECK_THAT(plan(64000, bf16, bf16, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/4 blocks"));
+  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/8 blocks"));
+  // Too wide for two blocks per SM at any portable cluster size: one block per SM.
+  CHECK_THAT(plan(128256, f32, f32, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/8 blocks"));
+  CHECK_THAT(plan(32000, bf16, bf16, CudaVariant::cluster_persistent), StartsWith("cluster-persistent/2 blocks"));
+  CHECK_THAT(plan(64000, bf16, bf16, CudaVariant::cluster_persistent), StartsWith("cluster-persistent/4 blocks"));
+  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_persistent), StartsWith("cluster-persistent/8 blocks"));
+  // Two f32 row caches of a 128256-wide row need more than 8 blocks' shared memory.
+  CHECK_THAT(plan(128256, f32, f32, CudaVariant::cluster_persistent), StartsWith("block-per-row/"));
+}
+
 #if defined(DISTILL_CUDA_EMULATOR)
 // Small shapes are launch-bound: after the first launch of a kernel, launches of it make no attribute or
 // occupancy queries (each costs microseconds of host time on a GPU). Only the emulator can count them.
