@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <iterator>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -147,7 +148,7 @@ json run_loss_bench(const LossBenchOptions& o) {
     a.sums = sums.data_ptr<float>();
     json kernels_json = json::object();
     const char* names[] = {"automatic", "rows_per_warp", "block_per_row", "cluster_per_row", "cluster_persistent"};
-    for (int v = 0; v < 5; ++v) {
+    for (int v = 0; v < static_cast<int>(std::size(names)); ++v) {
       double ms = cuda_kernel_median_ms(a, v, o.repeats, device);
       kernels_json[names[v]] = {{"median_ms", ms}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
                                 {"shape", kernels::kd_loss_cuda_describe(a, static_cast<kernels::CudaVariant>(v))}};

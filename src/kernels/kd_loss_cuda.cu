@@ -1032,16 +1032,22 @@ __device__ void sum_rows_if_last(const Params& p, unsigned char* smem) {
   }
 }
 
+// Every kernel's entry: the row code instantiated for the launch's cross-entropy mode (the per-element code
+// then has no branch on it), called as body(std::integral_constant<int, M>{}), then the last block's sums.
+template <class Body>
+__device__ __forceinline__ void kernel_main(const Params& p, Body body) {
+  switch (p.ce_mode) {
+    case kCeSquare: body(std::integral_constant<int, kCeSquare>{}); break;
+    case kCeExp: body(std::integral_constant<int, kCeExp>{}); break;
+    default: body(std::integral_constant<int, kCeNone>{}); break;
+  }
+  sum_rows_if_last(p, dynamic_smem());
+}
+
 template <class TS, class TT, Kind K>
 __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int team_size, int64_t cache_packs,
                                                               int bitmap_words) {
-  unsigned char* const smem = dynamic_smem();
-  switch (p.ce_mode) {
-    case kCeSquare: rows_body<TS, TT, K, kCeSquare>(p, team_size, cache_packs, bitmap_words); break;
-    case kCeExp: rows_body<TS, TT, K, kCeExp>(p, team_size, cache_packs, bitmap_words); break;
-    default: rows_body<TS, TT, K, kCeNone>(p, team_size, cache_packs, bitmap_words); break;
-  }
-  sum_rows_if_last(p, smem);
+  kernel_main(p, [&](auto m) { rows_body<TS, TT, K, decltype(m)::value>(p, team_size, cache_packs, bitmap_words); });
 }
 
 // One row per thread-block cluster of `cluster` blocks (sm_90): block r owns the slice
@@ -1280,13 +1286,7 @@ __device__ __forceinline__ void cluster_body(const Params& p, int64_t slice) {
 
 template <class TS, class TT, Kind K>
 __global__ void __launch_bounds__(kMaxThreads, 2) kd_cluster_kernel(Params p, int64_t slice) {
-  unsigned char* const smem = dynamic_smem();
-  switch (p.ce_mode) {
-    case kCeSquare: cluster_body<TS, TT, K, kCeSquare>(p, slice); break;
-    case kCeExp: cluster_body<TS, TT, K, kCeExp>(p, slice); break;
-    default: cluster_body<TS, TT, K, kCeNone>(p, slice); break;
-  }
-  sum_rows_if_last(p, smem);
+  kernel_main(p, [&](auto m) { cluster_body<TS, TT, K, decltype(m)::value>(p, slice); });
 }
 
 // cluster_persistent: as many clusters as fit on the device at once, each looping over rows i, i + clusters,
@@ -1324,13 +1324,7 @@ __device__ __forceinline__ void cluster_persistent_body(const Params& p, int64_t
 // reverse kernels spilled 36-48 bytes (ptxas, CUDA 13.0), which the one-shot cluster kernel does not.
 template <class TS, class TT, Kind K>
 __global__ void __launch_bounds__(kMaxThreads, 1) kd_cluster_persistent_kernel(Params p, int64_t slice) {
-  unsigned char* const smem = dynamic_smem();
-  switch (p.ce_mode) {
-    case kCeSquare: cluster_persistent_body<TS, TT, K, kCeSquare>(p, slice); break;
-    case kCeExp: cluster_persistent_body<TS, TT, K, kCeExp>(p, slice); break;
-    default: cluster_persistent_body<TS, TT, K, kCeNone>(p, slice); break;
-  }
-  sum_rows_if_last(p, smem);
+  kernel_main(p, [&](auto m) { cluster_persistent_body<TS, TT, K, decltype(m)::value>(p, slice); });
 }
 
 // ------------------------------------------------------------------------------------------------------------

@@ -14,7 +14,6 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -84,6 +83,7 @@ const std::function<void()>* g_body = nullptr;
 uint64_t g_events = 0;  // barrier arrivals and thread exits: none in a whole round means deadlock
 uint64_t g_launches = 0;
 cudaError_t g_last_error = cudaSuccess;
+long g_driver_queries = 0;  // attribute and occupancy queries (driver_queries)
 
 std::map<const void*, size_t>& kernel_smem_limits() {
   static std::map<const void*, size_t> limits;
@@ -392,11 +392,7 @@ void set_last_error(cudaError_t e) {
 
 void set_max_dynamic_smem(const void* kernel, int bytes) { kernel_smem_limits()[kernel] = static_cast<size_t>(bytes); }
 
-namespace {
-std::atomic<long> g_driver_queries{0};
-}  // namespace
-
-long driver_queries() { return g_driver_queries.load(); }
+long driver_queries() { return g_driver_queries; }
 void count_driver_query() { ++g_driver_queries; }
 
 size_t max_dynamic_smem(const void* kernel) {

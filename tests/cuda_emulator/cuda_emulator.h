@@ -11,10 +11,11 @@
 // launches (forward, then reverse), so that a thread reading what another wrote without a barrier in between
 // sees the stale value in one of the two orders.
 //
-// What it checks: 16-byte global accesses are aligned; cp.async copies land only at the issuing thread's wait; device buffers end (and start) at an inaccessible page,
-// so gross overruns fault; fresh device and shared memory hold 0xFF bytes (NaN as floats), so reading what
-// was never written shows; a launch whose configuration a GPU would refuse fails like on a GPU
-// (cudaGetLastError); barrier deadlocks abort with a message.
+// What it checks: 16-byte global accesses are aligned; cp.async copies land only at the issuing thread's
+// wait; device buffers end (and start) at an inaccessible page, so gross overruns fault; fresh device and
+// shared memory hold 0xFF bytes (NaN as floats), so reading what was never written shows; a launch whose
+// configuration a GPU would refuse fails like on a GPU (cudaGetLastError); barrier deadlocks abort with a
+// message. It also counts attribute and occupancy queries (driver_queries), for tests of launch overhead.
 //
 // What it does not model (a GPU run is still the final word): the memory model (everything is sequentially
 // consistent, so a missing __threadfence or a race between blocks cannot show), warp divergence and
