@@ -43,13 +43,25 @@ struct Timing {
   int64_t extra_peak_bytes = -1;
 };
 
-// `release` drops what a step leaves behind (the gradient), so the peak is measured from a clean baseline.
+// Extra peak memory is measured over the whole series but its first warm-up step (one-time initialisation),
+// from a baseline taken after `release` has dropped everything the path keeps between steps (the student's
+// .grad, the fused op's reused CPU gradient): so it counts what the path holds across steps as well as what
+// one step allocates.
 template <class Step, class Release>
 Timing time_path(Step step, Release release, const LossBenchOptions& o, const c10::Device& device) {
   auto sync = [&] {
     if (device.is_cuda()) cuda_synchronize(device);
   };
-  for (int64_t i = 0; i < o.warmup; ++i) step();
+  if (o.warmup > 0) step(), sync();
+  release();
+  int64_t before = -1;
+  if (device.is_cuda()) {
+    before = cuda_reset_peak(device);
+  } else {
+    reset_peak_rss();
+    before = status_kib("VmRSS:");
+  }
+  for (int64_t i = 1; i < o.warmup; ++i) step();
   sync();
   std::vector<double> ms;
   for (int64_t i = 0; i < o.repeats; ++i) {
@@ -62,18 +74,10 @@ Timing time_path(Step step, Release release, const LossBenchOptions& o, const c1
   Timing t;
   t.median_ms = ms[ms.size() / 2];
   t.min_ms = ms.front();
-  // Peak memory of one more step beyond the inputs.
-  release();
   if (device.is_cuda()) {
-    int64_t before = cuda_reset_peak(device);
-    step();
-    sync();
     t.extra_peak_bytes = cuda_peak_bytes(device) - before;
   } else {
-    reset_peak_rss();
-    int64_t before = status_kib("VmRSS:");
-    step();
-    int64_t peak = status_kib("VmHWM:");
+    const int64_t peak = status_kib("VmHWM:");
     if (before >= 0 && peak >= 0) t.extra_peak_bytes = (peak - before) * 1024;
   }
   return t;
@@ -103,7 +107,10 @@ json run_loss_bench(const LossBenchOptions& o) {
   at::Tensor labels = torch::randint(0, o.vocab, {o.rows}, opts.dtype(at::kLong));
   const double normalizer = static_cast<double>(o.rows);
 
-  auto release = [&] { student.mutable_grad().reset(); };
+  auto release = [&] {
+    student.mutable_grad().reset();
+    kd_loss_release_cpu_gradient_buffer();
+  };
   auto fused_step = [&] {
     student.mutable_grad().reset();
     distill::kd_loss(student, teacher, labels, lo, normalizer).loss.backward();
@@ -124,8 +131,14 @@ json run_loss_bench(const LossBenchOptions& o) {
                  {"gb_per_s", bytes / (t.median_ms * 1e-3) / 1e9},
                  {"extra_peak_bytes", t.extra_peak_bytes}};
   };
+  const CpuGradientBufferStats buffer_before = kd_loss_cpu_gradient_buffer_stats();
   Timing fused = time_path(fused_step, release, o, device);
   record("fused", fused);
+  if (!device.is_cuda()) {
+    const CpuGradientBufferStats b = kd_loss_cpu_gradient_buffer_stats();
+    out["fused"]["gradient_allocations"] = b.allocations - buffer_before.allocations;
+    out["fused"]["gradient_reuses"] = b.reuses - buffer_before.reuses;
+  }
   if (device.is_cuda()) {
     // The raw kernel per variant: where the op's time goes (kernel vs. autograd and allocation).
     at::Tensor grad = at::empty_like(student.detach());

@@ -1,10 +1,12 @@
 // The fused distillation loss as an autograd op: tensors -> kernels::KdLossArgs -> the CPU or CUDA kernel.
-// The forward writes the gradient; the backward hands it back scaled by grad_output, in place, and skips even
-// that when grad_output is exactly 1 (decided where grad_output lives, so the host never waits on a device).
+// The forward writes the gradient (unless no gradient is wanted); the backward hands it back scaled by
+// grad_output, in place, and skips even that when grad_output is exactly 1 (decided where grad_output lives,
+// so the host never waits on a device). CPU gradients reuse one buffer across calls (CpuGradientBuffer).
 #include <sys/mman.h>
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <mutex>
 
 #include "distill/error.h"
 #include "distill/loss/kd_loss.h"
@@ -67,6 +69,58 @@ void advise_huge_pages(const at::Tensor& t) {
 #endif
 }
 
+// The CPU gradient of each call is an [N, V] buffer, and a training loop asks for one of the same size every
+// step. glibc maps blocks that large fresh from the kernel and unmaps them when freed, so every step paid for
+// the kernel zeroing and faulting in the whole gradient again: 14% of a step at [4096, 32000] f32, even with
+// huge pages (docs/benchmarks.md). So the op keeps the storage of a gradient it handed out and hands it out
+// again once nothing else refers to it: autograd passes the gradient on and drops it within the step's
+// backward. A gradient still held anywhere (a user's copy of `.grad`, a graph not yet backpropagated, a view)
+// keeps its storage's use count above one and is never reused; that call allocates afresh. Held between
+// steps: one gradient's storage, replaced when a call needs more and it is free; every step needs that much at
+// its peak anyway. (CUDA gradients come from PyTorch's caching allocator, which already does this.)
+class CpuGradientBuffer {
+ public:
+  at::Tensor take(int64_t rows, int64_t vocab, const at::TensorOptions& options) {
+    const size_t bytes = static_cast<size_t>(rows * vocab) * c10::elementSize(c10::typeMetaToScalarType(options.dtype()));
+    std::lock_guard<std::mutex> lock(mutex_);
+    const bool free = storage_ && storage_.use_count() == 1;
+    if (free && storage_.nbytes() >= bytes) {
+      ++stats_.reuses;
+      return at::empty({0}, options).set_(storage_, 0, {rows, vocab}, {vocab, 1});
+    }
+    at::Tensor t = at::empty({rows, vocab}, options);
+    advise_huge_pages(t);
+    ++stats_.allocations;
+    if (!storage_ || free) {  // a busy one comes back free after its step; keep waiting for it
+      storage_ = t.storage();
+      stats_.held_bytes = static_cast<int64_t>(storage_.nbytes());
+    }
+    return t;
+  }
+
+  CpuGradientBufferStats stats() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    return stats_;
+  }
+
+  void release() {
+    std::lock_guard<std::mutex> lock(mutex_);
+    storage_ = c10::Storage();
+    stats_.held_bytes = 0;
+  }
+
+ private:
+  std::mutex mutex_;
+  c10::Storage storage_;
+  CpuGradientBufferStats stats_;
+};
+
+// Never destroyed: the storage may be freed after other statics at exit otherwise.
+CpuGradientBuffer& cpu_gradient_buffer() {
+  static auto* buffer = new CpuGradientBuffer;
+  return *buffer;
+}
+
 kernels::ScalarType kernel_dtype(const at::Tensor& t, const char* what) {
   switch (t.scalar_type()) {
     case at::kFloat: return kernels::ScalarType::f32;
@@ -89,7 +143,9 @@ struct FusedOutputs {
   at::Tensor grad;  // like student
 };
 
-FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher) {
+// want_grad false (no grad mode, or a student that needs none): the kernel writes no gradient.
+FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher,
+                       bool want_grad) {
   const at::Tensor& s = in.student;
   TORCH_CHECK(s.dim() == 2, "student logits must be [N, V], got ", s.sizes());
   TORCH_CHECK(normalizer > 0, "normalizer must be > 0 (the count of valid rows in the step), got ", normalizer);
@@ -136,10 +192,12 @@ FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double nor
   a.inv_normalizer = static_cast<float>(1.0 / normalizer);
 
   FusedOutputs out;
-  out.grad = at::empty({a.rows, a.vocab}, s.options());
-  advise_huge_pages(out.grad);
+  if (want_grad) {
+    out.grad = s.is_cuda() ? at::empty({a.rows, a.vocab}, s.options())
+                           : cpu_gradient_buffer().take(a.rows, a.vocab, s.options());
+    a.grad = out.grad.data_ptr();
+  }
   out.sums = at::empty({3}, s.options().dtype(at::kFloat));
-  a.grad = out.grad.data_ptr();
   a.sums = out.sums.data_ptr<float>();
   try {
     kernels::kd_loss_check_args(a);
@@ -157,8 +215,8 @@ FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double nor
 struct FusedKdLossFunction : public torch::autograd::Function<FusedKdLossFunction> {
   static torch::autograd::variable_list forward(torch::autograd::AutogradContext* ctx, const at::Tensor& student,
                                                 const FusedInputs& inputs, const KdLossOptions& options,
-                                                double normalizer, bool has_teacher) {
-    FusedOutputs out = run_fused(inputs, options, normalizer, has_teacher);
+                                                double normalizer, bool has_teacher, bool want_grad) {
+    FusedOutputs out = run_fused(inputs, options, normalizer, has_teacher, want_grad);
     ctx->saved_data["grad"] = out.grad;
     at::Tensor loss = out.sums.select(0, 0), kd = out.sums.select(0, 1), ce = out.sums.select(0, 2);
     ctx->mark_non_differentiable({kd, ce});
@@ -180,20 +238,25 @@ struct FusedKdLossFunction : public torch::autograd::Function<FusedKdLossFunctio
         grad.mul_(g);
       }
     }
-    return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+    return {grad, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
 LossTerms apply_fused(const at::Tensor& student, FusedInputs inputs, const KdLossOptions& o, double normalizer,
                       bool has_teacher) {
   inputs.student = unit_stride_rows(student);
-  auto outs = FusedKdLossFunction::apply(student, inputs, o, normalizer, has_teacher);
+  // Decided here: autograd runs the Function's forward with grad mode off.
+  const bool want_grad = at::GradMode::is_enabled() && student.requires_grad();
+  auto outs = FusedKdLossFunction::apply(student, inputs, o, normalizer, has_teacher, want_grad);
   LossTerms t{outs[0], outs[1], outs[2]};
   if (!has_teacher) t.kd = torch::zeros_like(t.kd);
   return t;
 }
 
 }  // namespace
+
+CpuGradientBufferStats kd_loss_cpu_gradient_buffer_stats() { return cpu_gradient_buffer().stats(); }
+void kd_loss_release_cpu_gradient_buffer() { cpu_gradient_buffer().release(); }
 
 LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
                   const KdLossOptions& o, double normalizer) {

@@ -176,6 +176,73 @@ TEST_CASE("kd loss: backward scales by grad_output; accumulation weights micro-b
   CHECK_THROWS_WITH(distill::kd_loss(s, t, y, o, 0), Catch::Contains("normalizer must be > 0"));
 }
 
+TEST_CASE("kd loss: the CPU gradient buffer is reused only once nothing holds it") {
+  torch::manual_seed(11);
+  const int64_t n = 64, v = 300;
+  at::Tensor t = torch::randn({n, v}), y = torch::randint(0, v, {n});
+  KdLossOptions o;
+  o.temperature = 2;
+  o.alpha = 0.5;
+  auto step = [&](const at::Tensor& logits, const at::Tensor& labels) {
+    at::Tensor s = logits.detach().requires_grad_(true);
+    distill::kd_loss(s, t.slice(0, 0, s.size(0)), labels, o, n).loss.backward();
+    return s.grad();  // the op's gradient itself: AccumulateGrad keeps the tensor it is handed
+  };
+  const at::Tensor s1 = torch::randn({n, v}), s2 = torch::randn({n, v}) * 3;
+  const at::Tensor want1 = run_op(distill::kd_loss_composite, s1, t, y, o, n).grad;
+  const at::Tensor want2 = run_op(distill::kd_loss_composite, s2, t, y, o, n).grad;
+
+  // Held by the caller: the next call must not write into it.
+  at::Tensor g1 = step(s1, y);
+  const auto before = distill::kd_loss_cpu_gradient_buffer_stats();
+  at::Tensor g2 = step(s2, y);
+  auto after = distill::kd_loss_cpu_gradient_buffer_stats();
+  CHECK(after.allocations == before.allocations + 1);
+  CHECK(after.reuses == before.reuses);
+  CHECK(g2.data_ptr() != g1.data_ptr());
+  check_tensor_close(g1, want1, 1e-5, 1e-6, "held gradient, after another call");
+  check_tensor_close(g2, want2, 1e-5, 1e-6, "second gradient");
+
+  // Dropped: the next call of the same or a smaller size reuses one, and overwrites every element of it, also
+  // in rows it only zeroes (ignored labels).
+  g1 = g2 = at::Tensor();
+  at::Tensor y_ignored = y.clone();
+  y_ignored.slice(0, 0, n / 2).fill_(-100);
+  const at::Tensor want3 = run_op(distill::kd_loss_composite, s1, t, y_ignored, o, n).grad;
+  at::Tensor g3 = step(s1, y_ignored);
+  after = distill::kd_loss_cpu_gradient_buffer_stats();
+  CHECK(after.reuses == before.reuses + 1);
+  CHECK(after.held_bytes >= n * v * 4);
+  check_tensor_close(g3, want3, 1e-5, 1e-6, "reused gradient");
+  CHECK(g3.slice(0, 0, n / 2).abs().max().item<float>() == 0.0f);
+  g3 = at::Tensor();
+  at::Tensor small = step(s1.slice(0, 0, 5), y.slice(0, 0, 5));
+  CHECK(distill::kd_loss_cpu_gradient_buffer_stats().reuses == before.reuses + 2);
+  CHECK(small.sizes() == at::IntArrayRef({5, v}));
+  CHECK(small.is_contiguous());
+  // A view keeps the storage busy as well.
+  at::Tensor view = small.slice(0, 1, 3);
+  small = at::Tensor();
+  const auto busy = distill::kd_loss_cpu_gradient_buffer_stats();
+  at::Tensor g4 = step(s1, y);
+  CHECK(distill::kd_loss_cpu_gradient_buffer_stats().allocations == busy.allocations + 1);
+  CHECK(g4.data_ptr() != view.data_ptr());
+
+  // No gradient wanted (no grad mode, or a student that needs none): nothing of size [N, V] is allocated.
+  view = g4 = at::Tensor();
+  const auto quiet = distill::kd_loss_cpu_gradient_buffer_stats();
+  {
+    torch::NoGradGuard no_grad;
+    auto r = distill::kd_loss(s1.detach().requires_grad_(true), t, y, o, n);
+    CHECK(r.loss.item<double>() == Approx(distill::kd_loss(s1, t, y, o, n).loss.item<double>()));
+  }
+  auto r = distill::kd_loss(s1, t, y, o, n);  // s1 does not require grad
+  CHECK_FALSE(r.loss.requires_grad());
+  const auto after_quiet = distill::kd_loss_cpu_gradient_buffer_stats();
+  CHECK(after_quiet.allocations == quiet.allocations);
+  CHECK(after_quiet.reuses == quiet.reuses);
+}
+
 TEST_CASE("kd loss: vocabulary rules and supervised mode") {
   at::Tensor s = torch::randn({3, 5}), wide = torch::randn({3, 8}), narrow = torch::randn({3, 4});
   at::Tensor y = torch::tensor({0, 4, 2});

@@ -75,6 +75,19 @@ LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at
 LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& teacher, const at::Tensor& labels,
                          const KdLossOptions& options, double normalizer);
 
+// Memory: the op allocates nothing of size [N, V] but the gradient, and none at all when no gradient is wanted
+// (grad mode off, or a student that does not require grad). On the CPU the gradient's storage is reused from
+// call to call once nothing else refers to it, so that a training loop does not fault a fresh [N, V] buffer
+// in at every step; the storage of the largest such gradient stays held between steps.
+struct CpuGradientBufferStats {
+  int64_t allocations = 0;  // CPU gradients allocated
+  int64_t reuses = 0;       // CPU gradients served from the held storage
+  int64_t held_bytes = 0;   // size of the held storage
+};
+CpuGradientBufferStats kd_loss_cpu_gradient_buffer_stats();
+// Lets go of the held storage (freed once no gradient uses it): for a process that is done training.
+void kd_loss_release_cpu_gradient_buffer();
+
 // The same semantics composed from ATen ops (log_softmax, exp, sums, cross_entropy): the reference the fused
 // op is tested against and the baseline `distill bench loss` times it against.
 LossTerms kd_loss_composite(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
