@@ -21,6 +21,7 @@
 #include <limits>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "distill/kernels/kd_loss_kernels.h"
@@ -34,10 +35,19 @@ constexpr double kTailMassFloor = kd_loss_tail_mass_floor;
 
 inline int64_t element_bytes(ScalarType t) { return t == ScalarType::f32 ? 4 : 2; }
 
+// How the cross-entropy's T = 1 student softmax exp(s - max) is formed. With T = 1 it is the KD softmax itself;
+// with T = 2 or 4 it is the square or fourth power of the KD term exp((s - max) / T), whose argument is exact
+// (a division by a power of two): one exp per element fewer in each sweep, 10% of a step at [4096, 32000].
+// Measured at [64, 32001] f32, cross-entropy only: worst relative error of the gradient 3.3e-6 (T = 2) and
+// 3.5e-6 (T = 4) against 2.1e-6 with its own exp (both mostly the rounding of large exponents' arguments).
+// Any other T: its own exp.
+enum class CeSoftmax { shared, own, square, fourth };
+
 // Per-call constants.
 struct Plan {
   bool sparse = false, has_labels = false;
   bool sep_ce = false;   // labels and T != 1: the cross-entropy needs its own T = 1 softmax sums
+  CeSoftmax ce_softmax = CeSoftmax::shared;  // how those sums are formed
   bool ce_grad = false;  // labels and alpha != 1
   Divergence kind = Divergence::forward_kl;
   float inv_t = 1, beta = 0.5f, log_beta = 0, log_1m_beta = 0;
@@ -96,6 +106,10 @@ Plan make_plan(const KdLossArgs& a) {
   const double T = a.temperature;
   p.inv_t = static_cast<float>(1.0 / T);
   p.sep_ce = p.has_labels && a.temperature != 1.0f;
+  p.ce_softmax = !p.sep_ce                 ? CeSoftmax::shared
+                 : a.temperature == 2.0f ? CeSoftmax::square
+                 : a.temperature == 4.0f ? CeSoftmax::fourth
+                                         : CeSoftmax::own;
   p.log_beta = static_cast<float>(std::log(static_cast<double>(a.beta)));
   p.log_1m_beta = static_cast<float>(std::log1p(-static_cast<double>(a.beta)));
   p.kd_scale = a.t2_scale ? T * T : 1.0;

@@ -327,7 +327,8 @@ inline std::string compare(const Problem& p, const Reference& r, const Outputs& 
 // Every dtype x kind over `vocabs` x N in {1, 7}; T, alpha, t2, labels and the normaliser cycle so that every
 // value meets every shape / dtype / kind over the grid.
 inline std::vector<Spec> dense_grid(std::initializer_list<int64_t> vocabs) {
-  const float temps[] = {1.0f, 4.0f, 20.0f};
+  // 2 and 4 also take the CPU kernel's power path for the cross-entropy's softmax (CeSoftmax).
+  const float temps[] = {1.0f, 2.0f, 4.0f, 20.0f};
   const float alphas[] = {1.0f, 0.5f, 0.0f};
   std::vector<Spec> out;
   int variant = 0;
@@ -337,7 +338,7 @@ inline std::vector<Spec> dense_grid(std::initializer_list<int64_t> vocabs) {
         for (Divergence kind : {Divergence::forward_kl, Divergence::reverse_kl, Divergence::jsd}) {
           Spec s;
           s.N = N, s.V = V, s.sdt = dt, s.tdt = dt, s.kind = kind;
-          s.T = temps[variant % 3];
+          s.T = temps[variant % 4];
           s.alpha = alphas[(variant / 3) % 3];
           s.t2 = (variant / 9) % 2 == 0;
           s.labels = s.alpha != 1.0f || variant % 2 == 0;
