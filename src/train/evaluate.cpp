@@ -38,7 +38,9 @@ EvalResult evaluate_logits(const at::Tensor& student_logits, const at::Tensor& t
   at::Tensor student_top1 = student_logits.argmax(1);
   r.student_accuracy = student_top1.eq(labels).to(torch::kFloat64).mean().item<double>();
   KdLossOptions options = KdLossOptions::from_config(loss);
-  LossTerms terms = kd_loss_composite(student_logits, teacher_logits, labels, options, static_cast<double>(r.rows));
+  // The fused op under NoGradGuard writes no gradient: nothing of the logits' size is allocated, where the
+  // ATen composite would hold several such temporaries for the whole validation set.
+  LossTerms terms = kd_loss(student_logits, teacher_logits, labels, options, static_cast<double>(r.rows));
   r.ce_loss = terms.ce.item<double>();
   if (teacher_logits.defined()) {
     // A wider teacher (loss.vocab = truncate) is scored on the classes the student has.
