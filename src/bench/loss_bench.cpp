@@ -125,6 +125,7 @@ json run_loss_bench(const LossBenchOptions& o) {
               {"kind", o.kind},       {"threads", threads}, {"repeats", o.repeats}, {"model_bytes", bytes},
               {"gradient_bytes", o.rows * o.vocab * elem}};
   if (device.is_cuda()) out["device_name"] = cuda_device_name(device);
+  if (!device.is_cuda()) out["cpu_isa"] = kernels::kd_loss_cpu_isa_name(kd_loss_cpu_isa());
   auto record = [&](const char* name, const Timing& t) {
     out[name] = {{"median_ms", t.median_ms},
                  {"min_ms", t.min_ms},
@@ -179,12 +180,13 @@ json run_loss_bench(const LossBenchOptions& o) {
 std::string format_loss_bench(const json& r) {
   std::ostringstream s;
   char line[256];
+  const std::string where = r.contains("device_name") ? " (" + r["device_name"].get<std::string>() + ")"
+                            : r.contains("cpu_isa")   ? " (" + r["cpu_isa"].get<std::string>() + ")"
+                                                      : "";
   std::snprintf(line, sizeof line, "kd loss forward+backward, %s [%lld, %lld] %s on %s%s, %lld threads, median of %lld\n",
                 r["kind"].get<std::string>().c_str(), static_cast<long long>(r["rows"].get<int64_t>()),
                 static_cast<long long>(r["vocab"].get<int64_t>()), r["dtype"].get<std::string>().c_str(),
-                r["device"].get<std::string>().c_str(),
-                r.contains("device_name") ? (" (" + r["device_name"].get<std::string>() + ")").c_str() : "",
-                static_cast<long long>(r["threads"].get<int64_t>()), static_cast<long long>(r["repeats"].get<int64_t>()));
+                r["device"].get<std::string>().c_str(), where.c_str(), static_cast<long long>(r["threads"].get<int64_t>()), static_cast<long long>(r["repeats"].get<int64_t>()));
   s << line;
   std::snprintf(line, sizeof line, "%-10s %10s %10s %12s %18s\n", "path", "median ms", "min ms", "GB/s", "extra peak MB");
   s << line;

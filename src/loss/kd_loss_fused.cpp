@@ -6,7 +6,9 @@
 #include <torch/torch.h>
 
 #include <cstdint>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 #include "distill/error.h"
 #include "distill/loss/kd_loss.h"
@@ -207,7 +209,7 @@ FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double nor
   if (s.is_cuda()) {
     detail::kd_loss_forward_cuda_glue(a, s);
   } else {
-    kernels::kd_loss_forward_cpu(a);
+    kernels::kd_loss_forward_cpu(a, kd_loss_cpu_isa());
   }
   return out;
 }
@@ -254,6 +256,25 @@ LossTerms apply_fused(const at::Tensor& student, FusedInputs inputs, const KdLos
 }
 
 }  // namespace
+
+kernels::CpuIsa kd_loss_cpu_isa() {
+  static const kernels::CpuIsa isa = [] {  // a throw leaves it unset: the next call reports the same error
+    using kernels::CpuIsa;
+    const char* env = std::getenv("DISTILL_CPU_ISA");
+    const std::string name = env ? env : "";
+    if (name.empty()) return kernels::kd_loss_cpu_best_isa();
+    for (CpuIsa isa : {CpuIsa::scalar, CpuIsa::avx2, CpuIsa::avx512}) {
+      if (name != kernels::kd_loss_cpu_isa_name(isa)) continue;
+      if (!kernels::kd_loss_cpu_isa_supported(isa))
+        throw Error("DISTILL_CPU_ISA: this CPU does not support " + name + " (the widest it has is " +
+                    kernels::kd_loss_cpu_isa_name(CpuIsa::best) + "); unset it, or name one it has");
+      return isa;
+    }
+    throw Error("DISTILL_CPU_ISA: '" + name + "' is not one of scalar | avx2 | avx512 (unset it for the widest this "
+                "CPU supports)");
+  }();
+  return isa;
+}
 
 CpuGradientBufferStats kd_loss_cpu_gradient_buffer_stats() { return cpu_gradient_buffer().stats(); }
 void kd_loss_release_cpu_gradient_buffer() { cpu_gradient_buffer().release(); }

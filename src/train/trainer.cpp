@@ -511,6 +511,7 @@ std::optional<ResumePoint> find_resume(const Config& config, const std::string& 
 
 TrainSummary train(const Config& config, const TrainOptions& options) {
   apply_threads(config.run.threads);
+  kd_loss_cpu_isa();  // a bad DISTILL_CPU_ISA is reported before anything is written
   Workspace ws = prepare_workspace(config);
   if (config.train.batch_size > ws.data.train_x.size(0))
     throw Error("train.batch_size: " + std::to_string(config.train.batch_size) + " is larger than the " +
@@ -540,8 +541,8 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
   if (!options.resume.empty()) trim_metrics(paths::join(out_dir, "metrics.jsonl"), resume ? resume->step : 0);
   write_file_atomic(paths::join(out_dir, "config.json"), to_json(config).dump(2) + "\n");
   RunLog log(out_dir, /*append=*/!options.resume.empty());
-  log.info(std::string("distill ") + DISTILL_VERSION + ", " + std::to_string(at::get_num_threads()) + " threads, out_dir " +
-           out_dir);
+  log.info(std::string("distill ") + DISTILL_VERSION + ", " + std::to_string(at::get_num_threads()) + " threads, CPU loss " +
+           kernels::kd_loss_cpu_isa_name(kd_loss_cpu_isa()) + ", out_dir " + out_dir);
   if (resume) {
     log.info("resuming from " + resume->path + " (step " + std::to_string(resume->step) + ")");
     for (const auto& c : resume->harmless_changes) log.info("config change accepted on resume: " + c);
@@ -560,6 +561,7 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
 
 EvalResult evaluate_weights(const Config& config_in, const std::string& weights_path) {
   apply_threads(config_in.run.threads);
+  kd_loss_cpu_isa();  // scoring runs the loss on the CPU
   SafetensorsContents weights = load_safetensors(weights_path);
   std::optional<Normalizer> normalizer;
   Config config = config_in;

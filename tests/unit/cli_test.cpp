@@ -4,6 +4,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../test_util.h"
+#include "distill/kernels/kd_loss_kernels.h"
 
 using distill::test::run_distill;
 using nlohmann::json;
@@ -89,7 +90,40 @@ TEST_CASE("cli: user errors are one clear line and leave nothing behind") {
     check_user_error(run_distill("train --config " + write_config(dir, {{"student", {{"init", "init.safetensors"}}}})),
                      "init.safetensors: not a valid safetensors file");
   }
+  SECTION("unknown CPU instruction set for the loss") {
+    check_user_error(run_distill("train --config " + write_config(dir), "DISTILL_CPU_ISA=avx1024"),
+                     "DISTILL_CPU_ISA: 'avx1024' is not one of scalar | avx2 | avx512");
+  }
   CHECK_FALSE(distill::paths::exists(dir / "out"));
+}
+
+TEST_CASE("cli: bench loss times both paths and reports user errors in one line") {
+  const std::string small = "bench loss --rows 64 --vocab 300 --repeats 2 --warmup 1 --threads 1";
+  auto r = run_distill(small + " --json");
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  const json j = json::parse(r.output.substr(r.output.find('{')));
+  CHECK(j["fused"]["median_ms"].get<double>() > 0);
+  CHECK(j["composite"]["median_ms"].get<double>() > 0);
+  CHECK(j["speedup"].get<double>() > 0);
+  CHECK(j["gradient_bytes"] == 64 * 300 * 4);
+  // One allocation for the first warm-up step, one after the bench releases it, reuses for the rest.
+  CHECK(j["fused"]["gradient_allocations"] == 2);
+  CHECK(j["fused"]["gradient_reuses"] == 1);
+  CHECK(j["cpu_isa"] == distill::kernels::kd_loss_cpu_isa_name(distill::kernels::CpuIsa::best));
+  auto table = run_distill(small + " --no-composite --kind jsd --dtype bf16");
+  CHECK(table.exit_code == 0);
+  CHECK_THAT(table.output, Catch::Contains("jsd [64, 300] bf16 on cpu") && Catch::Contains("fused"));
+  CHECK_THAT(table.output, !Catch::Contains("composite "));
+
+  auto scalar = run_distill(small + " --no-composite --json", "DISTILL_CPU_ISA=scalar");
+  REQUIRE(scalar.exit_code == 0);
+  CHECK(json::parse(scalar.output.substr(scalar.output.find('{')))["cpu_isa"] == "scalar");
+  check_user_error(run_distill(small, "DISTILL_CPU_ISA=sse9"), "DISTILL_CPU_ISA: 'sse9' is not one of");
+  check_user_error(run_distill("bench loss --dtype f64"), "--dtype: 'f64' is not one of");
+  check_user_error(run_distill("bench loss --rows 0"), "--rows: must be > 0");
+  check_user_error(run_distill("bench loss --kind kl"), "--kind: 'kl' is not one of");
+  check_user_error(run_distill("bench loss --device cuda"), "cuda");
 }
 
 TEST_CASE("cli: an earlier run is not overwritten without --overwrite") {

@@ -88,6 +88,11 @@ CpuGradientBufferStats kd_loss_cpu_gradient_buffer_stats();
 // Lets go of the held storage (freed once no gradient uses it): for a process that is done training.
 void kd_loss_release_cpu_gradient_buffer();
 
+// The instruction set of the CPU kernel's inner loops: the environment variable DISTILL_CPU_ISA (scalar, avx2
+// or avx512; read once per process) or, unset or empty, the widest this CPU supports. Results agree across
+// instruction sets to rounding, not bit for bit. Throws distill::Error for an unknown or unsupported name.
+kernels::CpuIsa kd_loss_cpu_isa();
+
 // The same semantics composed from ATen ops (log_softmax, exp, sums, cross_entropy): the reference the fused
 // op is tested against and the baseline `distill bench loss` times it against.
 LossTerms kd_loss_composite(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
