@@ -99,6 +99,14 @@ json run_loss_bench(const LossBenchOptions& o) {
                                      : throw Error("--kind: '" + o.kind + "' is not one of forward_kl | reverse_kl | jsd");
   lo.temperature = 2.0;
   lo.alpha = 0.5;
+  if (o.topk < 0 || o.topk > o.vocab)
+    throw Error("--topk: " + std::to_string(o.topk) + " is not in [0, " + std::to_string(o.vocab) +
+                "] (0 = the dense teacher)");
+  if (o.topk > 0 && lo.kind != kernels::Divergence::forward_kl)
+    throw Error("--topk: the sparse teacher supports --kind forward_kl only, got " + o.kind);
+  lo.topk_tail = o.topk_tail == "ignore" ? kernels::TopkTail::ignore
+                 : o.topk_tail == "tail" ? kernels::TopkTail::tail
+                                         : throw Error("--topk-tail: '" + o.topk_tail + "' is not one of ignore | tail");
 
   torch::manual_seed(0);
   auto opts = torch::TensorOptions().dtype(dt).device(device);
@@ -111,19 +119,33 @@ json run_loss_bench(const LossBenchOptions& o) {
     student.mutable_grad().reset();
     kd_loss_release_cpu_gradient_buffer();
   };
+  // The sparse teacher, when timed, is built once: a teacher cache hands it over ready.
+  const SparseTeacher sparse = o.topk > 0 ? sparse_teacher_topk(teacher, o.topk, o.vocab, lo) : SparseTeacher{};
   auto fused_step = [&] {
     student.mutable_grad().reset();
-    distill::kd_loss(student, teacher, labels, lo, normalizer).loss.backward();
+    (o.topk > 0 ? distill::kd_loss_sparse(student, sparse, labels, lo, normalizer)
+                : distill::kd_loss(student, teacher, labels, lo, normalizer))
+        .loss.backward();
   };
   auto composite_step = [&] {
     student.mutable_grad().reset();
-    distill::kd_loss_composite(student, teacher, labels, lo, normalizer).loss.backward();
+    (o.topk > 0 ? distill::kd_loss_sparse_composite(student, sparse, labels, lo, normalizer)
+                : distill::kd_loss_composite(student, teacher, labels, lo, normalizer))
+        .loss.backward();
   };
   const int64_t elem = static_cast<int64_t>(c10::elementSize(dt));
-  const double bytes = static_cast<double>(o.rows) * static_cast<double>(o.vocab) * 3.0 * static_cast<double>(elem);
+  const double cells = static_cast<double>(o.rows) * static_cast<double>(o.vocab);
+  // Bytes the fused op must move: S read once, dS written once, and the teacher: T read once, or the top-k
+  // (int64 index + logit per entry, and the row's lse in tail mode).
+  const double teacher_bytes =
+      o.topk > 0 ? static_cast<double>(o.rows) *
+                       (static_cast<double>(o.topk) * static_cast<double>(8 + elem) + (o.topk_tail == "tail" ? 4.0 : 0.0))
+                 : cells * static_cast<double>(elem);
+  const double bytes = cells * 2.0 * static_cast<double>(elem) + teacher_bytes;
   json out = {{"rows", o.rows},       {"vocab", o.vocab},   {"dtype", o.dtype},     {"device", device.str()},
               {"kind", o.kind},       {"threads", threads}, {"repeats", o.repeats}, {"model_bytes", bytes},
               {"gradient_bytes", o.rows * o.vocab * elem}};
+  if (o.topk > 0) out["topk"] = o.topk, out["topk_tail"] = o.topk_tail;
   if (device.is_cuda()) out["device_name"] = cuda_device_name(device);
   if (!device.is_cuda()) out["cpu_isa"] = kernels::kd_loss_cpu_isa_name(kd_loss_cpu_isa());
   auto record = [&](const char* name, const Timing& t) {
@@ -153,6 +175,14 @@ json run_loss_bench(const LossBenchOptions& o) {
     a.teacher_row_stride = o.vocab;
     a.student_dtype = a.teacher_dtype = dt == at::kFloat ? kernels::ScalarType::f32
                                         : dt == at::kBFloat16 ? kernels::ScalarType::bf16 : kernels::ScalarType::f16;
+    if (o.topk > 0) {
+      a.teacher = nullptr;
+      a.topk_index = sparse.index.data_ptr<int64_t>();
+      a.topk_logits = sparse.logits.data_ptr();
+      a.topk = o.topk;
+      a.topk_tail = lo.topk_tail;
+      if (sparse.lse.defined()) a.teacher_lse = sparse.lse.data_ptr<float>();
+    }
     a.labels = labels.data_ptr<int64_t>();
     a.kind = lo.kind;
     a.temperature = static_cast<float>(lo.temperature);
@@ -183,10 +213,14 @@ std::string format_loss_bench(const json& r) {
   const std::string where = r.contains("device_name") ? " (" + r["device_name"].get<std::string>() + ")"
                             : r.contains("cpu_isa")   ? " (" + r["cpu_isa"].get<std::string>() + ")"
                                                       : "";
+  std::string kind = r["kind"];
+  if (r.contains("topk"))
+    kind += " (top-" + std::to_string(r["topk"].get<int64_t>()) + " teacher, " + r["topk_tail"].get<std::string>() + ")";
   std::snprintf(line, sizeof line, "kd loss forward+backward, %s [%lld, %lld] %s on %s%s, %lld threads, median of %lld\n",
-                r["kind"].get<std::string>().c_str(), static_cast<long long>(r["rows"].get<int64_t>()),
+                kind.c_str(), static_cast<long long>(r["rows"].get<int64_t>()),
                 static_cast<long long>(r["vocab"].get<int64_t>()), r["dtype"].get<std::string>().c_str(),
-                r["device"].get<std::string>().c_str(), where.c_str(), static_cast<long long>(r["threads"].get<int64_t>()), static_cast<long long>(r["repeats"].get<int64_t>()));
+                r["device"].get<std::string>().c_str(), where.c_str(), static_cast<long long>(r["threads"].get<int64_t>()),
+                static_cast<long long>(r["repeats"].get<int64_t>()));
   s << line;
   std::snprintf(line, sizeof line, "%-10s %10s %10s %12s %18s\n", "path", "median ms", "min ms", "GB/s", "extra peak MB");
   s << line;

@@ -100,6 +100,9 @@ int run_cli(int argc, char** argv) {
   bench_loss->add_option("--threads", bench.threads, "CPU threads; 0 = one per core")->capture_default_str();
   bench_loss->add_flag("--json", bench_json, "print one JSON object instead of the table");
   bench_loss->add_flag("!--no-composite", bench.composite, "time only the fused op");
+  bench_loss->add_option("--topk", bench.topk, "K > 0: a sparse teacher of each row's K largest logits (forward_kl)")
+      ->capture_default_str();
+  bench_loss->add_option("--topk-tail", bench.topk_tail, "sparse teacher's tail: ignore | tail")->capture_default_str();
 
   std::string inspect_path;
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "list the tensors of a safetensors or TorchScript file");

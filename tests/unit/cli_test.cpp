@@ -124,6 +124,20 @@ TEST_CASE("cli: bench loss times both paths and reports user errors in one line"
   check_user_error(run_distill("bench loss --rows 0"), "--rows: must be > 0");
   check_user_error(run_distill("bench loss --kind kl"), "--kind: 'kl' is not one of");
   check_user_error(run_distill("bench loss --device cuda"), "cuda");
+
+  // A sparse (top-k) teacher: both paths take it; only forward_kl has one.
+  auto sparse = run_distill(small + " --topk 16 --topk-tail tail --json");
+  INFO(sparse.output);
+  REQUIRE(sparse.exit_code == 0);
+  const json js = json::parse(sparse.output.substr(sparse.output.find('{')));
+  CHECK(js["topk"] == 16);
+  CHECK(js["topk_tail"] == "tail");
+  CHECK(js["model_bytes"].get<double>() == 64.0 * 300 * 8 + 64.0 * (16 * 12 + 4));
+  CHECK(js["composite"]["median_ms"].get<double>() > 0);
+  CHECK_THAT(run_distill(small + " --topk 16 --no-composite").output, Catch::Contains("(top-16 teacher, ignore)"));
+  check_user_error(run_distill(small + " --topk 16 --kind jsd"), "--topk: the sparse teacher supports --kind forward_kl");
+  check_user_error(run_distill(small + " --topk 301"), "--topk: 301 is not in [0, 300]");
+  check_user_error(run_distill(small + " --topk 4 --topk-tail rest"), "--topk-tail: 'rest' is not one of ignore | tail");
 }
 
 TEST_CASE("cli: an earlier run is not overwritten without --overwrite") {

@@ -20,10 +20,13 @@ struct LossBenchOptions {
   int64_t warmup = 3;
   int64_t threads = 0;           // CPU: 0 = one per core
   bool composite = true;         // also time the composite
+  int64_t topk = 0;              // > 0: a sparse teacher of the K largest logits per row (forward_kl only)
+  std::string topk_tail = "ignore";  // ignore | tail
 };
 
 // Returns one JSON object: shape, dtype, device, fused and composite {median_ms, min_ms, gb_per_s,
-// extra_peak_bytes}, speedup, gradient bytes. Throws distill::Error for bad options.
+// extra_peak_bytes}, speedup, gradient bytes. With topk > 0 both paths take the sparse teacher, built once
+// before timing (as a teacher cache would hand it over). Throws distill::Error for bad options.
 nlohmann::json run_loss_bench(const LossBenchOptions& options);
 
 // The human table of a run_loss_bench() result.
