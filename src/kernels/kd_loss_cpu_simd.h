@@ -4,8 +4,9 @@
 //   R: register type, W lanes; M: comparison mask. and_mask(m, x) is x where m holds, +0 elsewhere (also
 //   when x is NaN: masking is how 0 * log 0 and 0 * inf become 0). exp and log are our own: the Cephes
 //   polynomials (Moshier 1989), <= 2 ulp over the fp32 range; exp(-inf) = 0, exp(x <= -104) = 0,
-//   exp(x > 88.72) = inf, results in the subnormal range are rounded once (2^n is applied as two factors, or by AVX-512 vscalefps);
-//   log(0) = -inf, log(x < 0) = NaN, log(inf) = inf; NaN propagates through both.
+//   exp(x > 88.72) = inf, results in the subnormal range are rounded once (2^n is applied as two factors, or
+//   by AVX-512 vscalefps); log(0) = -inf, log(x < 0) = NaN, log(inf) = inf; NaN propagates through both.
+//   exp_nonpos(x) is exp(x), the same values, for x <= 0 only (the softmax terms exp(x - max)): cheaper.
 //
 // The AVX2 and AVX-512 structs are compiled under target attributes (push/pop below), so this file builds
 // with the project's baseline flags and the dispatcher picks one at run time with __builtin_cpu_supports.
@@ -68,6 +69,7 @@ struct VecScalar {
   static R permute(R table, I) { return table; }  // lane j <- table[idx[j]]
   static M bits_mask(uint32_t bits) { return (bits & 1u) != 0; }  // lane j <- bit j
   static R exp(R x) { return std::exp(x); }
+  static R exp_nonpos(R x) { return std::exp(x); }
   static R log(R x) { return std::log(x); }
   static float hsum(R x) { return x; }
   static float hmax(R x) { return x; }
@@ -143,12 +145,11 @@ struct VecAvx2 {
     return _mm256_castsi256_ps(_mm256_cmpeq_epi32(b, lane_bit));
   }
 
-  DISTILL_ALWAYS_INLINE static R exp(R x) {
+  // exp(x) = p * 2^n for x clamped to [kExpLo, ...]: n = round(x log2 e), p the polynomial of the rest.
+  // max returns its second operand when either is NaN: NaN survives the clamp.
+  DISTILL_ALWAYS_INLINE static R exp_reduce(R x, R& n) {
     using namespace poly;
-    // max/min return their second operand when either is NaN: NaN survives the clamp.
-    x = _mm256_min_ps(_mm256_set1_ps(kExpHi + 0.5f), _mm256_max_ps(_mm256_set1_ps(kExpLo), x));
-    const R n =
-        _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     R r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Hi), x);
     r = _mm256_fnmadd_ps(n, _mm256_set1_ps(kLn2Lo), r);
     R p = _mm256_set1_ps(kExpP0);
@@ -157,7 +158,14 @@ struct VecAvx2 {
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP3));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP4));
     p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(kExpP5));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    return _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+  }
+
+  DISTILL_ALWAYS_INLINE static R exp(R x) {
+    using namespace poly;
+    x = _mm256_min_ps(_mm256_set1_ps(kExpHi + 0.5f), _mm256_max_ps(_mm256_set1_ps(kExpLo), x));
+    R n;
+    const R p = exp_reduce(x, n);
     // 2^n as 2^(n/2) * 2^(n - n/2): both factors are normal for n in [-150, 128].
     const __m256i ni = _mm256_cvtps_epi32(n);
     const __m256i n1 = _mm256_srai_epi32(ni, 1);
@@ -166,6 +174,19 @@ struct VecAvx2 {
     const R s1 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23));
     const R s2 = _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n2, bias), 23));
     return _mm256_mul_ps(_mm256_mul_ps(p, s1), s2);
+  }
+
+  // exp for x <= 0 (right for x < 43): the softmax terms exp(x - max). n is in [-150, 0], so 2^(n + 64) is
+  // normal and one exact factor; the multiply by 2^-64 rounds a subnormal result once, as exp() does. The
+  // same values as exp() in five instructions fewer.
+  DISTILL_ALWAYS_INLINE static R exp_nonpos(R x) {
+    using namespace poly;
+    x = _mm256_max_ps(_mm256_set1_ps(kExpLo), x);
+    R n;
+    const R p = exp_reduce(x, n);
+    const __m256i biased = _mm256_cvtps_epi32(_mm256_add_ps(n, _mm256_set1_ps(127.0f + 64.0f)));
+    const R s = _mm256_castsi256_ps(_mm256_slli_epi32(biased, 23));
+    return _mm256_mul_ps(_mm256_mul_ps(p, s), _mm256_set1_ps(0x1p-64f));
   }
 
   DISTILL_ALWAYS_INLINE static R log(R x) {
@@ -295,8 +316,14 @@ struct VecAvx512 {
   static M bits_mask(uint32_t bits) { return static_cast<M>(bits & 0xffffu); }
 
   DISTILL_ALWAYS_INLINE static R exp(R x) {
+    return exp_nonpos(_mm512_min_ps(_mm512_set1_ps(poly::kExpHi + 0.5f), x));
+  }
+
+  // exp without its upper clamp, for the softmax terms exp(x - max), x <= 0. Right for any x < 354, where
+  // the range reduction stays exact (vscalefps itself overflows to inf above 88.72).
+  DISTILL_ALWAYS_INLINE static R exp_nonpos(R x) {
     using namespace poly;
-    x = _mm512_min_ps(_mm512_set1_ps(kExpHi + 0.5f), _mm512_max_ps(_mm512_set1_ps(kExpLo), x));
+    x = _mm512_max_ps(_mm512_set1_ps(kExpLo), x);
     const R n =
         _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(kLog2e)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
     R r = _mm512_fnmadd_ps(n, _mm512_set1_ps(kLn2Hi), x);

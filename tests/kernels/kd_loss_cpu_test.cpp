@@ -326,18 +326,22 @@ int64_t ulp_distance(float x, float y) {
 
 }  // namespace
 
+enum class MathFn { exp, exp_nonpos, log };
+
 // Each wrapper is compiled for its instruction set (the Vec methods are always_inline).
-#define DISTILL_APPLY_BODY(Vec)                                                                  \
-  for (int64_t i = 0; i + Vec::W <= n; i += Vec::W)                                            \
-    Vec::store(out + i, is_exp ? Vec::exp(Vec::load(in + i)) : Vec::log(Vec::load(in + i)));
+#define DISTILL_APPLY_BODY(Vec)                                                                               \
+  for (int64_t i = 0; i + Vec::W <= n; i += Vec::W) {                                                       \
+    const Vec::R x = Vec::load(in + i);                                                                     \
+    Vec::store(out + i, fn == MathFn::exp ? Vec::exp(x) : fn == MathFn::exp_nonpos ? Vec::exp_nonpos(x) : Vec::log(x)); \
+  }
 
 DISTILL_TARGET_PUSH("avx2,fma,f16c")
-static void apply_avx2(bool is_exp, const float* in, float* out, int64_t n) {
+static void apply_avx2(MathFn fn, const float* in, float* out, int64_t n) {
   DISTILL_APPLY_BODY(distill::kernels::cpu::VecAvx2)
 }
 DISTILL_TARGET_POP
 DISTILL_TARGET_PUSH("avx512f,avx512bw,avx512dq,avx512vl,avx2,fma,f16c")
-static void apply_avx512(bool is_exp, const float* in, float* out, int64_t n) {
+static void apply_avx512(MathFn fn, const float* in, float* out, int64_t n) {
   DISTILL_APPLY_BODY(distill::kernels::cpu::VecAvx512)
 }
 DISTILL_TARGET_POP
@@ -359,14 +363,25 @@ TEST_CASE("kd_loss cpu: vectorised exp and log are within 2 ulp of libm", "[kd_l
   for (float x : {0.0f, inf, -1.0f, 1.0f, std::numeric_limits<float>::denorm_min(), std::numeric_limits<float>::min(),
                   std::numeric_limits<float>::max(), 0.70710677f, 1.4142135f})
     log_in.push_back(x);
+  // exp_nonpos: the same values as exp for x <= 0, -inf and the subnormal range included.
+  std::vector<float> nonpos_in;
+  for (float x : exp_in)
+    if (x <= 0.0f) nonpos_in.push_back(x);
   for (auto* v : {&exp_in, &log_in})
     while (v->size() % 16) v->push_back(1.0f);
+  while (nonpos_in.size() % 16) nonpos_in.push_back(-1.0f);
   for (CpuIsa isa : {CpuIsa::avx2, CpuIsa::avx512}) {
     if (!kd_loss_cpu_isa_supported(isa)) continue;
+    auto apply = isa == CpuIsa::avx2 ? apply_avx2 : apply_avx512;
+    std::vector<float> via_exp(nonpos_in.size()), via_nonpos(nonpos_in.size());
+    apply(MathFn::exp, nonpos_in.data(), via_exp.data(), static_cast<int64_t>(nonpos_in.size()));
+    apply(MathFn::exp_nonpos, nonpos_in.data(), via_nonpos.data(), static_cast<int64_t>(nonpos_in.size()));
+    INFO(kd_loss_cpu_isa_name(isa) << " exp_nonpos against exp over " << nonpos_in.size() << " inputs <= 0");
+    CHECK(std::memcmp(via_exp.data(), via_nonpos.data(), via_exp.size() * sizeof(float)) == 0);
     for (bool is_exp : {true, false}) {
       const std::vector<float>& in = is_exp ? exp_in : log_in;
       std::vector<float> out(in.size());
-      (isa == CpuIsa::avx2 ? apply_avx2 : apply_avx512)(is_exp, in.data(), out.data(), static_cast<int64_t>(in.size()));
+      apply(is_exp ? MathFn::exp : MathFn::log, in.data(), out.data(), static_cast<int64_t>(in.size()));
       int64_t worst = 0;
       float worst_x = 0;
       for (size_t i = 0; i < in.size(); ++i) {
