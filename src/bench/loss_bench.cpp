@@ -90,7 +90,7 @@ json run_loss_bench(const LossBenchOptions& o) {
   if (o.vocab <= 0) throw Error("--vocab: must be > 0, got " + std::to_string(o.vocab));
   if (o.repeats <= 0) throw Error("--repeats: must be > 0, got " + std::to_string(o.repeats));
   const at::ScalarType dt = dtype_of(o.dtype);
-  const c10::Device device = resolve_device(o.device);
+  const c10::Device device = resolve_device(o.device, "--device");
   int64_t threads = apply_threads(o.threads);
   KdLossOptions lo;
   lo.kind = o.kind == "reverse_kl" ? kernels::Divergence::reverse_kl

@@ -282,17 +282,17 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   return parse_config(doc, path, "");
 }
 
+bool is_device_name(const std::string& d) {
+  if (d == "auto" || d == "cpu" || d == "cuda") return true;
+  return d.rfind("cuda:", 0) == 0 && d.size() > 5 && d.size() <= 9 &&
+         d.find_first_not_of("0123456789", 5) == std::string::npos;
+}
+
 void validate(const Config& c) {
   // run
   if (c.run.out_dir.empty()) throw Error("run.out_dir: must not be empty");
   if (c.run.seed < 0) range_error("run.seed", ">= 0", std::to_string(c.run.seed));
-  {
-    const std::string& d = c.run.device;
-    bool ok = d == "auto" || d == "cpu" || d == "cuda";
-    if (!ok && d.rfind("cuda:", 0) == 0 && d.size() > 5)
-      ok = d.find_first_not_of("0123456789", 5) == std::string::npos;
-    if (!ok) range_error("run.device", "auto | cpu | cuda | cuda:N", "'" + d + "'");
-  }
+  if (!is_device_name(c.run.device)) range_error("run.device", "auto | cpu | cuda | cuda:N", "'" + c.run.device + "'");
   if (c.run.threads < 0 || c.run.threads > 1024) range_error("run.threads", "in [0, 1024] (0 = one per core)", std::to_string(c.run.threads));
   // data
   check_one_of("data.format", c.data.format, {"csv"});

@@ -42,12 +42,15 @@ inline int64_t element_bytes(ScalarType t) { return t == ScalarType::f32 ? 4 : 2
 // 3.5e-6 (T = 4) against 2.1e-6 with its own exp (both mostly the rounding of large exponents' arguments).
 // Any other T: its own exp.
 enum class CeSoftmax { shared, own, square, fourth };
+constexpr bool is_power(CeSoftmax ce) { return ce == CeSoftmax::square || ce == CeSoftmax::fourth; }
+constexpr float power_of(CeSoftmax ce) { return ce == CeSoftmax::fourth ? 4.0f : 2.0f; }  // the T of a power mode
 
 // Per-call constants.
 struct Plan {
   bool sparse = false, has_labels = false;
-  bool sep_ce = false;   // labels and T != 1: the cross-entropy needs its own T = 1 softmax sums
-  CeSoftmax ce_softmax = CeSoftmax::shared;  // how those sums are formed
+  // Labels and T != 1: the cross-entropy needs its own T = 1 softmax sums (sep_ce), formed as ce_softmax says.
+  CeSoftmax ce_softmax = CeSoftmax::shared;
+  bool sep_ce() const { return ce_softmax != CeSoftmax::shared; }
   bool ce_grad = false;  // labels and alpha != 1
   Divergence kind = Divergence::forward_kl;
   float inv_t = 1, beta = 0.5f, log_beta = 0, log_1m_beta = 0;
@@ -105,11 +108,10 @@ Plan make_plan(const KdLossArgs& a) {
   if (p.kind == Divergence::jsd && a.beta == 1.0f) p.kind = Divergence::reverse_kl;
   const double T = a.temperature;
   p.inv_t = static_cast<float>(1.0 / T);
-  p.sep_ce = p.has_labels && a.temperature != 1.0f;
-  p.ce_softmax = !p.sep_ce                 ? CeSoftmax::shared
-                 : a.temperature == 2.0f ? CeSoftmax::square
-                 : a.temperature == 4.0f ? CeSoftmax::fourth
-                                         : CeSoftmax::own;
+  p.ce_softmax = !p.has_labels || a.temperature == 1.0f ? CeSoftmax::shared
+                 : a.temperature == 2.0f                 ? CeSoftmax::square
+                 : a.temperature == 4.0f                 ? CeSoftmax::fourth
+                                                         : CeSoftmax::own;
   p.log_beta = static_cast<float>(std::log(static_cast<double>(a.beta)));
   p.log_1m_beta = static_cast<float>(std::log1p(-static_cast<double>(a.beta)));
   p.kd_scale = a.t2_scale ? T * T : 1.0;

@@ -28,18 +28,19 @@ namespace distill {
 
 using json = nlohmann::json;
 
-c10::Device resolve_device(const std::string& name) {
+c10::Device resolve_device(const std::string& name, const std::string& key) {
+  if (!is_device_name(name)) throw Error(key + ": '" + name + "' is not one of auto | cpu | cuda | cuda:N");
   if (name == "cpu") return c10::Device(c10::kCPU);
   bool cuda_ok = torch::cuda::is_available();
   if (name == "auto") return cuda_ok ? c10::Device(c10::kCUDA, 0) : c10::Device(c10::kCPU);
   if (!cuda_ok)
-    throw Error("run.device: '" + name + "' asked for, but " +
+    throw Error(key + ": '" + name + "' asked for, but " +
                 (torch::cuda::device_count() == 0 && !torch::hasCUDA() ? std::string("this build of LibTorch has no CUDA")
                                                                         : std::string("no CUDA device is visible")) +
                 "; use \"cpu\" or \"auto\"");
   int64_t index = name == "cuda" ? 0 : std::stoll(name.substr(5));
   if (index >= static_cast<int64_t>(torch::cuda::device_count()))
-    throw Error("run.device: '" + name + "' but only " + std::to_string(torch::cuda::device_count()) + " CUDA devices are visible");
+    throw Error(key + ": '" + name + "' but only " + std::to_string(torch::cuda::device_count()) + " CUDA devices are visible");
   return c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(index));
 }
 
@@ -561,7 +562,6 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
 
 EvalResult evaluate_weights(const Config& config_in, const std::string& weights_path) {
   apply_threads(config_in.run.threads);
-  kd_loss_cpu_isa();  // scoring runs the loss on the CPU
   SafetensorsContents weights = load_safetensors(weights_path);
   std::optional<Normalizer> normalizer;
   Config config = config_in;

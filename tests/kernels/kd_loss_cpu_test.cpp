@@ -329,10 +329,13 @@ int64_t ulp_distance(float x, float y) {
 enum class MathFn { exp, exp_nonpos, log };
 
 // Each wrapper is compiled for its instruction set (the Vec methods are always_inline).
-#define DISTILL_APPLY_BODY(Vec)                                                                               \
-  for (int64_t i = 0; i + Vec::W <= n; i += Vec::W) {                                                       \
-    const Vec::R x = Vec::load(in + i);                                                                     \
-    Vec::store(out + i, fn == MathFn::exp ? Vec::exp(x) : fn == MathFn::exp_nonpos ? Vec::exp_nonpos(x) : Vec::log(x)); \
+#define DISTILL_APPLY_BODY(Vec)                                                                    \
+  for (int64_t i = 0; i + Vec::W <= n; i += Vec::W) {                                            \
+    const Vec::R x = Vec::load(in + i);                                                          \
+    const Vec::R y = fn == MathFn::exp          ? Vec::exp(x)                                    \
+                     : fn == MathFn::exp_nonpos ? Vec::exp_nonpos(x)                             \
+                                                : Vec::log(x);                                   \
+    Vec::store(out + i, y);                                                                      \
   }
 
 DISTILL_TARGET_PUSH("avx2,fma,f16c")

@@ -123,7 +123,9 @@ TEST_CASE("cli: bench loss times both paths and reports user errors in one line"
   check_user_error(run_distill("bench loss --dtype f64"), "--dtype: 'f64' is not one of");
   check_user_error(run_distill("bench loss --rows 0"), "--rows: must be > 0");
   check_user_error(run_distill("bench loss --kind kl"), "--kind: 'kl' is not one of");
-  check_user_error(run_distill("bench loss --device cuda"), "cuda");
+  check_user_error(run_distill("bench loss --device gpu"), "--device: 'gpu' is not one of auto | cpu | cuda | cuda:N");
+  if (!distill::kernels::kd_loss_cuda_compiled())  // with CUDA, this would run the default-size benchmark
+    check_user_error(run_distill("bench loss --device cuda"), "--device: 'cuda' asked for");
 
   // A sparse (top-k) teacher: both paths take it; only forward_kl has one.
   auto sparse = run_distill(small + " --topk 16 --topk-tail tail --json");

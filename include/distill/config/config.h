@@ -186,6 +186,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 Config parse_config(const nlohmann::json& doc, const std::string& origin, const std::string& base_dir = "");
 // Range and consistency checks; throws distill::Error naming the key.
 void validate(const Config& config);
+// auto | cpu | cuda | cuda:N: what run.device (and `distill bench loss --device`) accept.
+bool is_device_name(const std::string& name);
 nlohmann::json to_json(const Config& config);
 // One line per key with type, default and help: `distill train --help-config`.
 std::string describe_config();

@@ -25,8 +25,9 @@ struct Workspace {
   std::unique_ptr<Model> student;
 };
 
-// "auto" -> cuda when a CUDA device is usable, else cpu; errors name run.device.
-c10::Device resolve_device(const std::string& name);
+// "auto" -> cuda when a CUDA device is usable, else cpu; errors name `key` (the config key or the option the
+// name came from).
+c10::Device resolve_device(const std::string& name, const std::string& key = "run.device");
 // at::set_num_threads(threads, or one per core when 0); returns the count applied.
 int64_t apply_threads(int64_t threads);
 
