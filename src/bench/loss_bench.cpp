@@ -164,38 +164,14 @@ json run_loss_bench(const LossBenchOptions& o) {
   }
   if (device.is_cuda()) {
     // The raw kernel per variant: where the op's time goes (kernel vs. autograd and allocation).
-    at::Tensor grad = at::empty_like(student.detach());
-    at::Tensor sums = at::empty({3}, opts.dtype(at::kFloat));
-    kernels::KdLossArgs a;
-    a.rows = o.rows;
-    a.vocab = o.vocab;
-    a.student = student.data_ptr();
-    a.student_row_stride = o.vocab;
-    a.teacher = teacher.data_ptr();
-    a.teacher_row_stride = o.vocab;
-    a.student_dtype = a.teacher_dtype = dt == at::kFloat ? kernels::ScalarType::f32
-                                        : dt == at::kBFloat16 ? kernels::ScalarType::bf16 : kernels::ScalarType::f16;
-    if (o.topk > 0) {
-      a.teacher = nullptr;
-      a.topk_index = sparse.index.data_ptr<int64_t>();
-      a.topk_logits = sparse.logits.data_ptr();
-      a.topk = o.topk;
-      a.topk_tail = lo.topk_tail;
-      if (sparse.lse.defined()) a.teacher_lse = sparse.lse.data_ptr<float>();
-    }
-    a.labels = labels.data_ptr<int64_t>();
-    a.kind = lo.kind;
-    a.temperature = static_cast<float>(lo.temperature);
-    a.alpha = static_cast<float>(lo.alpha);
-    a.inv_normalizer = static_cast<float>(1.0 / normalizer);
-    a.grad = grad.data_ptr();
-    a.sums = sums.data_ptr<float>();
+    const KdLossKernelCall call = o.topk > 0 ? kd_loss_sparse_kernel_call(student, sparse, labels, lo, normalizer)
+                                             : kd_loss_kernel_call(student, teacher, labels, lo, normalizer);
     json kernels_json = json::object();
     const char* names[] = {"automatic", "rows_per_warp", "block_per_row", "cluster_per_row", "cluster_persistent"};
     for (int v = 0; v < static_cast<int>(std::size(names)); ++v) {
-      double ms = cuda_kernel_median_ms(a, v, o.repeats, device);
+      double ms = cuda_kernel_median_ms(call.args, v, o.repeats, device);
       kernels_json[names[v]] = {{"median_ms", ms}, {"gb_per_s", bytes / (ms * 1e-3) / 1e9},
-                                {"shape", kernels::kd_loss_cuda_describe(a, static_cast<kernels::CudaVariant>(v))}};
+                                {"shape", kernels::kd_loss_cuda_describe(call.args, static_cast<kernels::CudaVariant>(v))}};
     }
     out["kernel"] = kernels_json;
   }

@@ -145,9 +145,8 @@ struct FusedOutputs {
   at::Tensor grad;  // like student
 };
 
-// want_grad false (no grad mode, or a student that needs none): the kernel writes no gradient.
-FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher,
-                       bool want_grad) {
+// Checks the inputs and fills every kernel argument but the outputs (grad, sums).
+kernels::KdLossArgs kernel_args(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher) {
   const at::Tensor& s = in.student;
   TORCH_CHECK(s.dim() == 2, "student logits must be [N, V], got ", s.sizes());
   TORCH_CHECK(normalizer > 0, "normalizer must be > 0 (the count of valid rows in the step), got ", normalizer);
@@ -193,6 +192,22 @@ FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double nor
   a.alpha = has_teacher ? static_cast<float>(o.alpha) : 0.0f;
   a.inv_normalizer = static_cast<float>(1.0 / normalizer);
 
+  return a;
+}
+
+void check_args(const kernels::KdLossArgs& a) {
+  try {
+    kernels::kd_loss_check_args(a);
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK(false, "kd_loss: ", e.what());
+  }
+}
+
+// want_grad false (no grad mode, or a student that needs none): the kernel writes no gradient.
+FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher,
+                       bool want_grad) {
+  const at::Tensor& s = in.student;
+  kernels::KdLossArgs a = kernel_args(in, o, normalizer, has_teacher);
   FusedOutputs out;
   if (want_grad) {
     out.grad = s.is_cuda() ? at::empty({a.rows, a.vocab}, s.options())
@@ -201,11 +216,7 @@ FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double nor
   }
   out.sums = at::empty({3}, s.options().dtype(at::kFloat));
   a.sums = out.sums.data_ptr<float>();
-  try {
-    kernels::kd_loss_check_args(a);
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK(false, "kd_loss: ", e.what());
-  }
+  check_args(a);
   if (s.is_cuda()) {
     detail::kd_loss_forward_cuda_glue(a, s);
   } else {
@@ -244,9 +255,53 @@ struct FusedKdLossFunction : public torch::autograd::Function<FusedKdLossFunctio
   }
 };
 
-LossTerms apply_fused(const at::Tensor& student, FusedInputs inputs, const KdLossOptions& o, double normalizer,
-                      bool has_teacher) {
-  inputs.student = unit_stride_rows(student);
+// The kernel's inputs for a dense teacher (or none: supervised); has_teacher tells which.
+FusedInputs dense_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                         const KdLossOptions& o, bool& has_teacher) {
+  TORCH_CHECK(student.dim() == 2, "student logits must be [N, V], got ", student.sizes());
+  FusedInputs in;
+  in.student = unit_stride_rows(student);
+  in.labels = labels.defined() ? labels.contiguous() : labels;
+  has_teacher = teacher.defined();
+  if (has_teacher) {
+    TORCH_CHECK(teacher.device() == student.device(), "teacher logits on ", teacher.device(), ", student logits on ",
+                student.device());
+    in.teacher = unit_stride_rows(fit_teacher_vocab(student, teacher.detach(), o.vocab));
+  } else {
+    TORCH_CHECK(labels.defined(), "supervised training (no teacher) needs labels");
+    // No teacher: the kernel still wants one; the student itself gives KL = 0 and alpha is forced to 0.
+    in.teacher = unit_stride_rows(student.detach());
+  }
+  return in;
+}
+
+FusedInputs sparse_inputs(const at::Tensor& student, const SparseTeacher& t, const at::Tensor& labels) {
+  TORCH_CHECK(student.dim() == 2, "student logits must be [N, V], got ", student.sizes());
+  FusedInputs in;
+  in.student = unit_stride_rows(student);
+  in.labels = labels.defined() ? labels.contiguous() : labels;
+  in.topk_index = t.index.contiguous();
+  in.topk_logits = t.logits.detach().contiguous();
+  if (t.lse.defined()) in.teacher_lse = t.lse.detach().to(at::kFloat).contiguous();
+  return in;
+}
+
+KdLossKernelCall kernel_call(FusedInputs in, const KdLossOptions& o, double normalizer, bool has_teacher) {
+  in.student = in.student.detach();
+  KdLossKernelCall call;
+  call.args = kernel_args(in, o, normalizer, has_teacher);
+  call.grad = at::empty({call.args.rows, call.args.vocab}, in.student.options());
+  call.sums = at::empty({3}, in.student.options().dtype(at::kFloat));
+  call.args.grad = call.grad.data_ptr();
+  call.args.sums = call.sums.data_ptr<float>();
+  check_args(call.args);
+  call.inputs = {in.student, in.teacher, in.labels, in.topk_index, in.topk_logits, in.teacher_lse};
+  return call;
+}
+
+// `inputs` from dense_inputs or sparse_inputs of `student`.
+LossTerms apply_fused(const at::Tensor& student, const FusedInputs& inputs, const KdLossOptions& o,
+                      double normalizer, bool has_teacher) {
   // Decided here: autograd runs the Function's forward with grad mode off.
   const bool want_grad = at::GradMode::is_enabled() && student.requires_grad();
   auto outs = FusedKdLossFunction::apply(student, inputs, o, normalizer, has_teacher, want_grad);
@@ -281,31 +336,26 @@ void kd_loss_release_cpu_gradient_buffer() { cpu_gradient_buffer().release(); }
 
 LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
                   const KdLossOptions& o, double normalizer) {
-  TORCH_CHECK(student.dim() == 2, "student logits must be [N, V], got ", student.sizes());
-  FusedInputs in;
-  in.labels = labels.defined() ? labels.contiguous() : labels;
-  bool has_teacher = teacher.defined();
-  if (has_teacher) {
-    TORCH_CHECK(teacher.device() == student.device(), "teacher logits on ", teacher.device(), ", student logits on ",
-                student.device());
-    in.teacher = unit_stride_rows(fit_teacher_vocab(student, teacher.detach(), o.vocab));
-  } else {
-    TORCH_CHECK(labels.defined(), "supervised training (no teacher) needs labels");
-    // No teacher: the kernel still wants one; the student itself gives KL = 0 and alpha is forced to 0.
-    in.teacher = unit_stride_rows(student.detach());
-  }
+  bool has_teacher = false;
+  FusedInputs in = dense_inputs(student, teacher, labels, o, has_teacher);
   return apply_fused(student, in, o, normalizer, has_teacher);
 }
 
 LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& t, const at::Tensor& labels,
                          const KdLossOptions& o, double normalizer) {
-  TORCH_CHECK(student.dim() == 2, "student logits must be [N, V], got ", student.sizes());
-  FusedInputs in;
-  in.labels = labels.defined() ? labels.contiguous() : labels;
-  in.topk_index = t.index.contiguous();
-  in.topk_logits = t.logits.detach().contiguous();
-  if (t.lse.defined()) in.teacher_lse = t.lse.detach().to(at::kFloat).contiguous();
-  return apply_fused(student, in, o, normalizer, true);
+  return apply_fused(student, sparse_inputs(student, t, labels), o, normalizer, true);
+}
+
+KdLossKernelCall kd_loss_kernel_call(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                                     const KdLossOptions& o, double normalizer) {
+  bool has_teacher = false;
+  FusedInputs in = dense_inputs(student, teacher, labels, o, has_teacher);
+  return kernel_call(in, o, normalizer, has_teacher);
+}
+
+KdLossKernelCall kd_loss_sparse_kernel_call(const at::Tensor& student, const SparseTeacher& t,
+                                            const at::Tensor& labels, const KdLossOptions& o, double normalizer) {
+  return kernel_call(sparse_inputs(student, t, labels), o, normalizer, true);
 }
 
 }  // namespace distill

@@ -327,6 +327,41 @@ TEST_CASE("kd loss: sparse_teacher_topk builds the sparse teacher of loss.topk")
   CHECK_THROWS_WITH(distill::sparse_teacher_topk(full, 0, v, o), Catch::Contains("loss.topk"));
 }
 
+TEST_CASE("kd loss: the kernel call for timing is the op's, argument for argument") {
+  torch::manual_seed(17);
+  const int64_t n = 6, v = 40;
+  at::Tensor s = (torch::randn({n, v}) * 2).to(at::kBFloat16), t = (torch::randn({n, v + 3}) * 2).to(at::kBFloat16);
+  at::Tensor y = torch::tensor({3, 7, 0, 39, 5, 1});
+  KdLossOptions o;
+  o.kind = Divergence::jsd;
+  o.beta = 0.3;
+  o.temperature = 3;
+  o.t2_scale = false;
+  o.alpha = 0.6;
+  o.ignore_index = 7;  // row 1 ignored: only if the call passes ignore_index on
+  o.vocab = distill::VocabPolicy::truncate;
+  auto check_same = [&](const distill::KdLossKernelCall& call, const Computed& op) {
+    distill::kernels::kd_loss_forward_cpu(call.args, distill::kd_loss_cpu_isa());
+    CHECK(call.sums[0].item<float>() == op.terms.loss.item<float>());
+    CHECK(call.sums[1].item<float>() == op.terms.kd.item<float>());
+    CHECK(call.sums[2].item<float>() == op.terms.ce.item<float>());
+    CHECK(torch::equal(call.grad, op.grad));
+    CHECK(call.grad[1].abs().max().item<float>() == 0.0f);
+  };
+  auto op = run_op(distill::kd_loss, s, t, y, o, 5);
+  check_same(distill::kd_loss_kernel_call(s, t, y, o, 5), op);
+  o.kind = Divergence::forward_kl;
+  o.topk_tail = distill::kernels::TopkTail::tail;
+  const distill::SparseTeacher sparse = distill::sparse_teacher_topk(t, 6, v, o);
+  auto sparse_op = run_op([&](auto s_, auto, auto y_, auto o_, double norm) { return distill::kd_loss_sparse(s_, sparse, y_, o_, norm); },
+                          s, at::Tensor(), y, o, 5);
+  check_same(distill::kd_loss_sparse_kernel_call(s, sparse, y, o, 5), sparse_op);
+  // The op's input checks, too.
+  CHECK_THROWS_WITH(distill::kd_loss_kernel_call(s, t, y, o, 0), Catch::Contains("normalizer must be > 0"));
+  o.vocab = distill::VocabPolicy::error;
+  CHECK_THROWS_WITH(distill::kd_loss_kernel_call(s, t, y, o, 5), Catch::Contains("loss.vocab"));
+}
+
 TEST_CASE("kd loss: the fused op's gradient matches finite differences of its own loss") {
   torch::manual_seed(5);
   for (auto [kind, beta] : std::vector<std::pair<Divergence, double>>{

@@ -23,6 +23,7 @@
 #pragma once
 
 #include <cstdint>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 
@@ -74,6 +75,19 @@ LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at
                   const KdLossOptions& options, double normalizer);
 LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& teacher, const at::Tensor& labels,
                          const KdLossOptions& options, double normalizer);
+
+// The fused op's kernel call without autograd, for timing the kernel alone (`distill bench loss --device
+// cuda`): the same input checks and kernel arguments as kd_loss / kd_loss_sparse make, with a fresh gradient
+// and sums as the outputs. `args` points into the tensors beside it; keep the struct alive while using it.
+struct KdLossKernelCall {
+  kernels::KdLossArgs args;
+  at::Tensor grad, sums;            // the outputs args writes
+  std::vector<at::Tensor> inputs;   // what args reads (student, teacher or top-k, labels, as the kernel takes them)
+};
+KdLossKernelCall kd_loss_kernel_call(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                                     const KdLossOptions& options, double normalizer);
+KdLossKernelCall kd_loss_sparse_kernel_call(const at::Tensor& student, const SparseTeacher& teacher,
+                                            const at::Tensor& labels, const KdLossOptions& options, double normalizer);
 
 // Memory: the op allocates nothing of size [N, V] but the gradient, and none at all when no gradient is wanted
 // (grad mode off, or a student that does not require grad). On the CPU the gradient's storage is reused from
