@@ -58,4 +58,13 @@ function(distill_add_cuda_test file)
 endfunction()
 
 distill_add_cuda_test(tests/kernels/kd_loss_cuda_test.cpp)
+if(DISTILL_EMULATED_TESTS)
+  # DISTILL_KD_CUDA_TUNE's design knobs change launch plans and code paths, never results: the quicker tests
+  # again with the knobs that are off by default turned on (the GPU runs them all: scripts/gpu-check.sh tune).
+  add_test(NAME "kd_loss cuda: DISTILL_KD_CUDA_TUNE=async=1,hints=1 (CUDA emulator)"
+           COMMAND kd_loss_cuda_emulated_test --warn NoTests
+                   "kd_loss cuda: dense grid*,kd_loss cuda: mixed dtypes*,kd_loss cuda: ignored rows*,kd_loss cuda: jsd beta endpoints*")
+  set_tests_properties("kd_loss cuda: DISTILL_KD_CUDA_TUNE=async=1,hints=1 (CUDA emulator)" PROPERTIES
+                       ENVIRONMENT "DISTILL_KD_CUDA_TUNE=async=1,hints=1" LABELS "kernels;emulator")
+endif()
 distill_add_cuda_test(tests/kernels/grad_scale_cuda_test.cpp)

@@ -103,7 +103,7 @@ if want tune; then
   # variable unset). Each setting first runs the kernel tests (all but the [large] case), so that a design
   # is only timed where it is also right.
   python3 bench/loss_bench.py --copy-only > "$out/tune.jsonl" 2>> "$out/tune.err"
-  for setting in ${GPU_TUNE_SETTINGS:-default async=0 async=1 cluster=8}; do
+  for setting in ${GPU_TUNE_SETTINGS:-default async=0 async=1 hints=1 cluster=8}; do
     env=$setting
     [ "$setting" = default ] && env=
     DISTILL_KD_CUDA_TUNE=$env timeout 120 build-gpu/kd_loss_cuda_test "~[large]" > "$out/tune-test.log" 2>&1
@@ -125,7 +125,7 @@ if want ncu; then
   stage ncu
   # Hardware counters of the block-per-row and cluster-per-row kernels at the big shape (one launch each).
   if command -v ncu > /dev/null; then
-    for setting in ${GPU_NCU_SETTINGS:-async=1}; do
+    for setting in ${GPU_NCU_SETTINGS:-async=1 hints=1}; do
       for kernel in kd_rows_kernel kd_cluster_kernel; do
         tag=$kernel-${setting//[=,]/_}
         # The op's own launch comes first (kd_rows_kernel, automatic); skip it and profile a raw-kernel launch.

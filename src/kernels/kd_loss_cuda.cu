@@ -136,6 +136,24 @@ __device__ __forceinline__ void store16(void* p, uint4 v) {
   *static_cast<uint4*>(p) = v;
 }
 
+// Evict-first (".cs", cache streaming) accesses, for data a row touches for the last time: the gradient
+// sweep's global reads and its gradient stores (Plan::stream_hints). In L2 those lines give way first, before
+// the packs sweep 1 read that the gradient sweep has yet to read again. Same values; plain in the emulator.
+__device__ __forceinline__ uint4 load16_last(const void* p) {
+#if defined(DISTILL_CUDA_EMULATOR)
+  return load16(p);
+#else
+  return __ldcs(static_cast<const uint4*>(p));
+#endif
+}
+__device__ __forceinline__ void store16_last(void* p, uint4 v) {
+#if defined(DISTILL_CUDA_EMULATOR)
+  store16(p, v);
+#else
+  __stcs(static_cast<uint4*>(p), v);
+#endif
+}
+
 __device__ __forceinline__ float to_f32(float x) { return x; }
 __device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
 __device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
@@ -199,13 +217,15 @@ struct alignas(16) Pack {
   }
 };
 
-template <class T>
+// kLast: evict-first 16-byte loads (load16_last).
+template <class T, bool kLast = false>
 __device__ __forceinline__ Pack<T> load_pack(const T* p, bool vec) {
   Pack<T> r;
   if (vec) {
 #pragma unroll
     for (int j = 0; j < Pack<T>::kWords / 4; ++j) {
-      const uint4 v = load16(reinterpret_cast<const uint4*>(p) + j);
+      const uint4* at = reinterpret_cast<const uint4*>(p) + j;
+      const uint4 v = kLast ? load16_last(at) : load16(at);
       r.u[4 * j] = v.x, r.u[4 * j + 1] = v.y, r.u[4 * j + 2] = v.z, r.u[4 * j + 3] = v.w;
     }
   } else {
@@ -255,13 +275,21 @@ __device__ __forceinline__ Pack<T> pack_of(const float (&g)[kPack]) {
   return r;
 }
 
-template <class T>
+// kLast: evict-first 16-byte stores (store16_last).
+template <class T, bool kLast = false>
 __device__ __forceinline__ void store_pack(T* p, bool vec, const float (&g)[kPack]) {
   const Pack<T> r = pack_of<T>(g);
   if (vec) {
 #pragma unroll
-    for (int j = 0; j < Pack<T>::kWords / 4; ++j)
-      store16(reinterpret_cast<uint4*>(p) + j, make_uint4(r.u[4 * j], r.u[4 * j + 1], r.u[4 * j + 2], r.u[4 * j + 3]));
+    for (int j = 0; j < Pack<T>::kWords / 4; ++j) {
+      uint4* at = reinterpret_cast<uint4*>(p) + j;
+      const uint4 v = make_uint4(r.u[4 * j], r.u[4 * j + 1], r.u[4 * j + 2], r.u[4 * j + 3]);
+      if (kLast) {
+        store16_last(at, v);
+      } else {
+        store16(at, v);
+      }
+    }
   } else {
 #pragma unroll
     for (int j = 0; j < kPack; ++j) p[j] = from_bits<T>(r.get(j));
@@ -690,10 +718,11 @@ __device__ __forceinline__ bool row_consts(const Params& p, const Stats& st, int
   return st.sb > 0.f;
 }
 
-// Rows in teams of `team_size` threads (a power of two <= 32, or the whole block). Dynamic shared memory:
+// Rows in teams of `team_size` threads (a power of two <= 32, or the whole block). kLast: the gradient sweep's
+// global reads and gradient stores are evict-first (Plan::stream_hints). Dynamic shared memory:
 // [32 Stats of reduction scratch][sparse tail: top-k bitmaps, one per team][block teams: the first
 // `cache_packs` packs of the student and teacher rows, so that later sweeps read them from shared memory].
-template <class TS, class TT, Kind K, int M>
+template <class TS, class TT, Kind K, int M, bool kLast>
 __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_t cache_packs, int bitmap_words) {
   unsigned char* const smem = dynamic_smem();
   Team tm;
@@ -821,21 +850,22 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
   if (p.labels) ce = label_ok ? c.l2sc * kLn2 - (to_f32(srow[y]) - c.ms) : __int_as_float(0x7fc00000);
 
   // Fetch pack q of the later sweeps: from shared memory when cached. The gradient sweep's loops know that at
-  // compile time (`from_cache`); JSD's sweep 2 asks get_pack.
-  auto fetch_pack = [&](int q, float (&t)[kPack], float (&s)[kPack], bool t_vec, auto from_cache) {
+  // compile time (`from_cache`); JSD's sweep 2 asks get_pack. `last`: the row's last read of the pack.
+  auto fetch_pack = [&](int q, float (&t)[kPack], float (&s)[kPack], bool t_vec, auto from_cache, auto last) {
+    constexpr bool kFinal = decltype(last)::value;
     if (decltype(from_cache)::value) {
       unpack(cached_pack(s_cache, q), s);
       if (K != kSparse) unpack(cached_pack(t_cache, q), t);
     } else {
-      unpack(load_pack(at_pack(s0, q), true), s);
-      if (K != kSparse) unpack(load_pack(at_pack(t0, q), t_vec), t);
+      unpack(load_pack<TS, kFinal>(at_pack(s0, q), true), s);
+      if (K != kSparse) unpack(load_pack<TT, kFinal>(at_pack(t0, q), t_vec), t);
     }
   };
   auto get_pack = [&](int q, float (&t)[kPack], float (&s)[kPack], bool t_vec) {
     if (q < cached) {
-      fetch_pack(q, t, s, t_vec, std::true_type{});
+      fetch_pack(q, t, s, t_vec, std::true_type{}, std::false_type{});
     } else {
-      fetch_pack(q, t, s, t_vec, std::false_type{});
+      fetch_pack(q, t, s, t_vec, std::false_type{}, std::false_type{});
     }
   };
   if (cache_packs > 0) __syncthreads();  // cached packs are read by other threads below
@@ -937,7 +967,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     const bool t_vec = kAligned || L.t_vec, g_vec = kAligned || L.g_vec;
     auto one_pack = [&](int q, auto from_cache) {
       float t[kPack], s[kPack], g[kPack];
-      fetch_pack(q, t, s, t_vec, from_cache);
+      fetch_pack(q, t, s, t_vec, from_cache, std::integral_constant<bool, kLast>{});
 #pragma unroll
       for (int j = 0; j < kPack; ++j) g[j] = grad_elem<K, M>(t[j], s[j], c);
       if (q == label_pack) {  // one pack in V / 8
@@ -945,7 +975,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
         for (int j = 0; j < kPack; ++j)
           if (j == label_j) g[j] -= c.cc;
       }
-      store_pack(at_pack(g0, q), g_vec, g);
+      store_pack<TS, kLast>(at_pack(g0, q), g_vec, g);
     };
     if (K != kJsd) {
       int q = packs - 1 - tm.rank;
@@ -1044,10 +1074,12 @@ __device__ __forceinline__ void kernel_main(const Params& p, Body body) {
   sum_rows_if_last(p, dynamic_smem());
 }
 
-template <class TS, class TT, Kind K>
+template <class TS, class TT, Kind K, bool kLast>
 __global__ void __launch_bounds__(kMaxThreads, 2) kd_rows_kernel(Params p, int team_size, int64_t cache_packs,
                                                               int bitmap_words) {
-  kernel_main(p, [&](auto m) { rows_body<TS, TT, K, decltype(m)::value>(p, team_size, cache_packs, bitmap_words); });
+  kernel_main(p, [&](auto m) {
+    rows_body<TS, TT, K, decltype(m)::value, kLast>(p, team_size, cache_packs, bitmap_words);
+  });
 }
 
 // One row per thread-block cluster of `cluster` blocks (sm_90): block r owns the slice
@@ -1444,6 +1476,7 @@ struct Tune {
   int async = -1;         // block_per_row's cp.async fills of its row cache: 0 off, 1 on, -1 automatic
   int cluster = 0;        // cluster_per_row: blocks per row (0: the smallest that fits two blocks per SM)
   int blocks_per_sm = 2;  // block_per_row: shared memory sized for this many blocks per SM (1 or 2)
+  int hints = 0;          // block_per_row: 1 evict-first hints on the gradient sweep (Plan::stream_hints)
 };
 
 const Tune& tune() {
@@ -1458,15 +1491,17 @@ const Tune& tune() {
       const std::string key = item.substr(0, eq), value = eq == std::string::npos ? "" : item.substr(eq + 1);
       const bool ok = (key == "async" && (value == "0" || value == "1")) ||
                       (key == "cluster" && (value == "1" || value == "2" || value == "4" || value == "8")) ||
-                      (key == "blocks_per_sm" && (value == "1" || value == "2"));
+                      (key == "blocks_per_sm" && (value == "1" || value == "2")) ||
+                      (key == "hints" && (value == "0" || value == "1"));
       if (!ok)
         throw std::invalid_argument("DISTILL_KD_CUDA_TUNE: '" + item +
-                                    "' is not one of async=0|1, cluster=1|2|4|8, blocks_per_sm=1|2 (unset it for "
-                                    "the defaults)");
+                                    "' is not one of async=0|1, cluster=1|2|4|8, blocks_per_sm=1|2, hints=0|1 (unset it "
+                                    "for the defaults)");
       const int v = std::stoi(value);
       if (key == "async") r.async = v;
       if (key == "cluster") r.cluster = v;
       if (key == "blocks_per_sm") r.blocks_per_sm = v;
+      if (key == "hints") r.hints = v;
     }
     return r;
   }();
@@ -1480,6 +1515,10 @@ struct Plan {
   int team = 32;             // rows_per_warp: lanes per row
   int64_t cache_packs = 0;   // block_per_row
   bool async_cache = false;  // fill the shared-memory cache with cp.async
+  // block_per_row: the gradient sweep's global reads and gradient stores evict-first, so that L2 keeps the
+  // uncached packs of sweep 1 for their second read instead (the profile: 24% L2 hits, ~9.6 bytes moved per
+  // element at [16384, 128256] bf16 against the model's 6). Off until measured: DISTILL_KD_CUDA_TUNE=hints=1.
+  bool stream_hints = false;  // dense rows of one dtype only (the kd_rows_kernel instantiations that exist)
   int bitmap_words = 0;      // sparse tail
   int cluster = 1;           // cluster variants: blocks per row
   int64_t slice = 0;         // cluster variants: elements per block
@@ -1572,6 +1611,7 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
   // f32, 45%: 0.618 -> 0.700 ms; [16384, 128256] bf16, 22%: 5.20 -> 5.32 ms), where sweep 1's register loads
   // of the uncached rest compete with the copies.
   pl.async_cache = tune().async < 0 ? pl.cache_packs * 4 >= packs * 3 : tune().async == 1;
+  pl.stream_hints = tune().hints == 1 && !sparse && a.student_dtype == a.teacher_dtype;
   return pl;
 }
 
@@ -1649,7 +1689,13 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
     }
     return;
   }
-  auto kernel = kd_rows_kernel<TS, TT, K>;
+  // The evict-first variant exists for dense rows of one dtype only (the shapes it is timed at): 9 more
+  // instantiations of the 36, instead of all of them twice.
+  constexpr bool kHinted = K != kSparse && std::is_same_v<TS, TT>;
+  auto kernel = kd_rows_kernel<TS, TT, K, false>;
+  if constexpr (kHinted) {
+    if (pl.stream_hints) kernel = kd_rows_kernel<TS, TT, K, true>;
+  }
   allow_dynamic_smem(kernel, pl.smem);
 #if defined(DISTILL_CUDA_EMULATOR)
   emu::launch(kernel, dim3(static_cast<unsigned>(pl.grid)), dim3(pl.threads), pl.smem, stream, p, pl.team, pl.cache_packs,
@@ -1694,7 +1740,8 @@ std::string kd_loss_cuda_describe(const KdLossArgs& args, CudaVariant variant) {
     case CudaVariant::rows_per_warp: return "rows-per-warp/" + std::to_string(pl.team) + " lanes";
     case CudaVariant::block_per_row:
       return "block-per-row/" + std::to_string(pl.threads) + " threads, " + std::to_string(pl.cache_packs) + " of " +
-             std::to_string(args.vocab / kPack) + " packs cached" + (pl.async_cache ? " (cp.async)" : "");
+             std::to_string(args.vocab / kPack) + " packs cached" + (pl.async_cache ? " (cp.async)" : "") +
+             (pl.stream_hints ? ", evict-first last reads" : "");
     case CudaVariant::cluster_per_row:
       return "cluster-per-row/" + std::to_string(pl.cluster) + " blocks x " + std::to_string(pl.threads) + " threads";
     case CudaVariant::cluster_persistent:
