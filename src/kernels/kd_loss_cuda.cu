@@ -1436,9 +1436,13 @@ void allow_dynamic_smem(Kernel kernel, size_t smem) {
   allowed = smem;
 }
 
-// How many clusters of `cluster` blocks of `cfg`'s shape the current device runs at once.
+// How many clusters of `cfg`'s shape (its cluster-dimension attribute, block size and shared memory) the
+// current device runs at once.
 template <class Kernel>
-int clusters_that_fit(Kernel kernel, const cudaLaunchConfig_t& cfg, unsigned cluster) {
+int clusters_that_fit(Kernel kernel, const cudaLaunchConfig_t& cfg) {
+  unsigned cluster = 1;
+  for (unsigned a = 0; a < cfg.numAttrs; ++a)
+    if (cfg.attrs[a].id == cudaLaunchAttributeClusterDimension) cluster = cfg.attrs[a].val.clusterDim.x;
   const std::lock_guard<std::mutex> lock(state_mutex());
   auto& fit = current_state().clusters_fit;
   const auto key = std::make_tuple(reinterpret_cast<const void*>(kernel), cfg.dynamicSmemBytes, cfg.blockDim.x, cluster);
@@ -1678,7 +1682,7 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
       if (persistent) {
         // One wave: every cluster resident at once, each looping over its rows.
         cfg.gridDim = dim3(static_cast<unsigned>(pl.cluster));
-        const int fit = clusters_that_fit(kernel, cfg, pl.cluster);
+        const int fit = clusters_that_fit(kernel, cfg);
         if (fit < 1)
           throw std::runtime_error("kd_loss_forward_cuda: no cluster of " + std::to_string(pl.cluster) +
                                    " blocks with " + std::to_string(pl.smem) + " bytes of shared memory fits the device");
