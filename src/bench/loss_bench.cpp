@@ -139,7 +139,7 @@ json run_loss_bench(const LossBenchOptions& o) {
   // (int64 index + logit per entry, and the row's lse in tail mode).
   const double teacher_bytes =
       o.topk > 0 ? static_cast<double>(o.rows) *
-                       (static_cast<double>(o.topk) * static_cast<double>(8 + elem) + (o.topk_tail == "tail" ? 4.0 : 0.0))
+                       (static_cast<double>(o.topk) * static_cast<double>(8 + elem) + (lo.topk_tail == kernels::TopkTail::tail ? 4.0 : 0.0))
                  : cells * static_cast<double>(elem);
   const double bytes = cells * 2.0 * static_cast<double>(elem) + teacher_bytes;
   json out = {{"rows", o.rows},       {"vocab", o.vocab},   {"dtype", o.dtype},     {"device", device.str()},

@@ -195,34 +195,45 @@ kernels::KdLossArgs kernel_args(const FusedInputs& in, const KdLossOptions& o, d
   return a;
 }
 
-void check_args(const kernels::KdLossArgs& a) {
+// One kernel call, ready to launch: its arguments, pointing into its outputs (and the inputs).
+struct PreparedCall {
+  kernels::KdLossArgs args;
+  FusedOutputs out;
+};
+
+// The gradient output is new_grad() (like the student; undefined: no gradient), asked for once the inputs have
+// passed their checks.
+template <class NewGrad>
+PreparedCall prepare_call(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher,
+                          NewGrad new_grad) {
+  PreparedCall c{kernel_args(in, o, normalizer, has_teacher), {}};
+  c.out.grad = new_grad();
+  if (c.out.grad.defined()) c.args.grad = c.out.grad.data_ptr();
+  c.out.sums = at::empty({3}, in.student.options().dtype(at::kFloat));
+  c.args.sums = c.out.sums.data_ptr<float>();
   try {
-    kernels::kd_loss_check_args(a);
+    kernels::kd_loss_check_args(c.args);
   } catch (const std::invalid_argument& e) {
     TORCH_CHECK(false, "kd_loss: ", e.what());
   }
+  return c;
 }
 
 // want_grad false (no grad mode, or a student that needs none): the kernel writes no gradient.
 FusedOutputs run_fused(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher,
                        bool want_grad) {
   const at::Tensor& s = in.student;
-  kernels::KdLossArgs a = kernel_args(in, o, normalizer, has_teacher);
-  FusedOutputs out;
-  if (want_grad) {
-    out.grad = s.is_cuda() ? at::empty({a.rows, a.vocab}, s.options())
-                           : cpu_gradient_buffer().take(a.rows, a.vocab, s.options());
-    a.grad = out.grad.data_ptr();
-  }
-  out.sums = at::empty({3}, s.options().dtype(at::kFloat));
-  a.sums = out.sums.data_ptr<float>();
-  check_args(a);
+  PreparedCall c = prepare_call(in, o, normalizer, has_teacher, [&] {
+    if (!want_grad) return at::Tensor();
+    return s.is_cuda() ? at::empty({s.size(0), s.size(1)}, s.options())
+                       : cpu_gradient_buffer().take(s.size(0), s.size(1), s.options());
+  });
   if (s.is_cuda()) {
-    detail::kd_loss_forward_cuda_glue(a, s);
+    detail::kd_loss_forward_cuda_glue(c.args, s);
   } else {
-    kernels::kd_loss_forward_cpu(a, kd_loss_cpu_isa());
+    kernels::kd_loss_forward_cpu(c.args, kd_loss_cpu_isa());
   }
-  return out;
+  return c.out;
 }
 
 struct FusedKdLossFunction : public torch::autograd::Function<FusedKdLossFunction> {
@@ -255,15 +266,14 @@ struct FusedKdLossFunction : public torch::autograd::Function<FusedKdLossFunctio
   }
 };
 
-// The kernel's inputs for a dense teacher (or none: supervised); has_teacher tells which.
+// The kernel's inputs for a dense teacher, or none (supervised: `teacher` undefined).
 FusedInputs dense_inputs(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
-                         const KdLossOptions& o, bool& has_teacher) {
+                         const KdLossOptions& o) {
   TORCH_CHECK(student.dim() == 2, "student logits must be [N, V], got ", student.sizes());
   FusedInputs in;
   in.student = unit_stride_rows(student);
   in.labels = labels.defined() ? labels.contiguous() : labels;
-  has_teacher = teacher.defined();
-  if (has_teacher) {
+  if (teacher.defined()) {
     TORCH_CHECK(teacher.device() == student.device(), "teacher logits on ", teacher.device(), ", student logits on ",
                 student.device());
     in.teacher = unit_stride_rows(fit_teacher_vocab(student, teacher.detach(), o.vocab));
@@ -286,17 +296,11 @@ FusedInputs sparse_inputs(const at::Tensor& student, const SparseTeacher& t, con
   return in;
 }
 
-KdLossKernelCall kernel_call(FusedInputs in, const KdLossOptions& o, double normalizer, bool has_teacher) {
-  in.student = in.student.detach();
-  KdLossKernelCall call;
-  call.args = kernel_args(in, o, normalizer, has_teacher);
-  call.grad = at::empty({call.args.rows, call.args.vocab}, in.student.options());
-  call.sums = at::empty({3}, in.student.options().dtype(at::kFloat));
-  call.args.grad = call.grad.data_ptr();
-  call.args.sums = call.sums.data_ptr<float>();
-  check_args(call.args);
-  call.inputs = {in.student, in.teacher, in.labels, in.topk_index, in.topk_logits, in.teacher_lse};
-  return call;
+KdLossKernelCall kernel_call(const FusedInputs& in, const KdLossOptions& o, double normalizer, bool has_teacher) {
+  const at::Tensor& s = in.student;
+  PreparedCall c =
+      prepare_call(in, o, normalizer, has_teacher, [&] { return at::empty({s.size(0), s.size(1)}, s.options()); });
+  return {c.args, c.out.grad, c.out.sums, {s, in.teacher, in.labels, in.topk_index, in.topk_logits, in.teacher_lse}};
 }
 
 // `inputs` from dense_inputs or sparse_inputs of `student`.
@@ -336,9 +340,7 @@ void kd_loss_release_cpu_gradient_buffer() { cpu_gradient_buffer().release(); }
 
 LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
                   const KdLossOptions& o, double normalizer) {
-  bool has_teacher = false;
-  FusedInputs in = dense_inputs(student, teacher, labels, o, has_teacher);
-  return apply_fused(student, in, o, normalizer, has_teacher);
+  return apply_fused(student, dense_inputs(student, teacher, labels, o), o, normalizer, teacher.defined());
 }
 
 LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& t, const at::Tensor& labels,
@@ -348,9 +350,7 @@ LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& t, cons
 
 KdLossKernelCall kd_loss_kernel_call(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
                                      const KdLossOptions& o, double normalizer) {
-  bool has_teacher = false;
-  FusedInputs in = dense_inputs(student, teacher, labels, o, has_teacher);
-  return kernel_call(in, o, normalizer, has_teacher);
+  return kernel_call(dense_inputs(student, teacher, labels, o), o, normalizer, teacher.defined());
 }
 
 KdLossKernelCall kd_loss_sparse_kernel_call(const at::Tensor& student, const SparseTeacher& t,
