@@ -11,7 +11,9 @@
 // Passes over each row (chunks of kChunk elements stay in L1 between a chunk's sweeps; rows larger than L2
 // are re-read from L3 / memory for the gradient):
 //   forward_kl, reverse_kl, sparse   stats (1 read of s and t) + gradient (1 read, 1 write)
-//   jsd                              stats + KL(P||M), KL(Q||M) + gradient
+//   jsd                              stats + KL(P||M), KL(Q||M) + gradient; the middle sweep keeps Q and
+//                                    log Q - log M of the row (2 floats per element, one row per thread)
+//                                    for the gradient sweep, which reads no logits then
 // Inner loops: AVX-512, AVX2+FMA+F16C, or scalar, picked once per process (__builtin_cpu_supports).
 #include <ATen/Parallel.h>
 
