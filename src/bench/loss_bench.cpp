@@ -93,10 +93,7 @@ json run_loss_bench(const LossBenchOptions& o) {
   const c10::Device device = resolve_device(o.device, "--device");
   int64_t threads = apply_threads(o.threads);
   KdLossOptions lo;
-  lo.kind = o.kind == "reverse_kl" ? kernels::Divergence::reverse_kl
-            : o.kind == "jsd"      ? kernels::Divergence::jsd
-            : o.kind == "forward_kl" ? kernels::Divergence::forward_kl
-                                     : throw Error("--kind: '" + o.kind + "' is not one of forward_kl | reverse_kl | jsd");
+  lo.kind = divergence_named(o.kind, "--kind");
   lo.temperature = 2.0;
   lo.alpha = 0.5;
   if (o.topk < 0 || o.topk > o.vocab)
@@ -104,9 +101,7 @@ json run_loss_bench(const LossBenchOptions& o) {
                 "] (0 = the dense teacher)");
   if (o.topk > 0 && lo.kind != kernels::Divergence::forward_kl)
     throw Error("--topk: the sparse teacher supports --kind forward_kl only, got " + o.kind);
-  lo.topk_tail = o.topk_tail == "ignore" ? kernels::TopkTail::ignore
-                 : o.topk_tail == "tail" ? kernels::TopkTail::tail
-                                         : throw Error("--topk-tail: '" + o.topk_tail + "' is not one of ignore | tail");
+  lo.topk_tail = topk_tail_named(o.topk_tail, "--topk-tail");
 
   torch::manual_seed(0);
   auto opts = torch::TensorOptions().dtype(dt).device(device);

@@ -10,6 +10,7 @@
 #include "config/schema.h"
 #include "distill/error.h"
 #include "distill/io/paths.h"
+#include "distill/loss/loss_names.h"
 
 namespace distill {
 
@@ -316,13 +317,13 @@ void validate(const Config& c) {
   if (c.student.weights && c.student.init)
     throw Error("student: give either 'init' or 'weights' (they mean the same for a student), not both");
   // loss
-  check_one_of("loss.kind", c.loss.kind, {"forward_kl", "reverse_kl", "jsd"});
+  divergence_named(c.loss.kind, "loss.kind");
   if (!(c.loss.beta >= 0.0 && c.loss.beta <= 1.0)) range_error("loss.beta", "in [0, 1]", fmt_num(c.loss.beta));
-  check_one_of("loss.vocab", c.loss.vocab, {"error", "truncate"});
+  vocab_policy_named(c.loss.vocab, "loss.vocab");
   check_positive("loss.temperature", c.loss.temperature);
   if (!(c.loss.alpha >= 0.0 && c.loss.alpha <= 1.0)) range_error("loss.alpha", "in [0, 1]", fmt_num(c.loss.alpha));
   if (c.loss.topk < 0) range_error("loss.topk", ">= 0 (0 = the whole teacher row)", std::to_string(c.loss.topk));
-  check_one_of("loss.topk_tail", c.loss.topk_tail, {"ignore", "tail"});
+  topk_tail_named(c.loss.topk_tail, "loss.topk_tail");
   if (c.loss.topk > 0 && c.loss.kind != "forward_kl")
     throw Error("loss.topk: a sparse (top-k) teacher supports loss.kind \"forward_kl\" only, got \"" + c.loss.kind +
                 "\"; set loss.kind to \"forward_kl\" or loss.topk to 0");

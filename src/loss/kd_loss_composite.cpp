@@ -96,16 +96,14 @@ LossTerms kd_loss_sparse_composite(const at::Tensor& student, const SparseTeache
 
 KdLossOptions KdLossOptions::from_config(const LossConfig& c) {
   KdLossOptions o;
-  o.kind = c.kind == "reverse_kl" ? kernels::Divergence::reverse_kl
-           : c.kind == "jsd"      ? kernels::Divergence::jsd
-                                  : kernels::Divergence::forward_kl;
+  o.kind = divergence_named(c.kind, "loss.kind");
   o.beta = c.beta;
   o.temperature = c.temperature;
   o.t2_scale = c.t2_scale;
   o.alpha = c.alpha;
   o.ignore_index = c.ignore_index;
-  o.vocab = c.vocab == "truncate" ? VocabPolicy::truncate : VocabPolicy::error;
-  o.topk_tail = c.topk_tail == "tail" ? kernels::TopkTail::tail : kernels::TopkTail::ignore;
+  o.vocab = vocab_policy_named(c.vocab, "loss.vocab");
+  o.topk_tail = topk_tail_named(c.topk_tail, "loss.topk_tail");
   return o;
 }
 

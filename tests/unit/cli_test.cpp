@@ -122,7 +122,7 @@ TEST_CASE("cli: bench loss times both paths and reports user errors in one line"
   check_user_error(run_distill(small, "DISTILL_CPU_ISA=sse9"), "DISTILL_CPU_ISA: 'sse9' is not one of");
   check_user_error(run_distill("bench loss --dtype f64"), "--dtype: 'f64' is not one of");
   check_user_error(run_distill("bench loss --rows 0"), "--rows: must be > 0");
-  check_user_error(run_distill("bench loss --kind kl"), "--kind: 'kl' is not one of");
+  check_user_error(run_distill("bench loss --kind kl"), "--kind: must be one of forward_kl | reverse_kl | jsd, got 'kl'");
   check_user_error(run_distill("bench loss --device gpu"), "--device: 'gpu' is not one of auto | cpu | cuda | cuda:N");
   if (!distill::kernels::kd_loss_cuda_compiled())  // with CUDA, this would run the default-size benchmark
     check_user_error(run_distill("bench loss --device cuda"), "--device: 'cuda' asked for");
@@ -139,7 +139,7 @@ TEST_CASE("cli: bench loss times both paths and reports user errors in one line"
   CHECK_THAT(run_distill(small + " --topk 16 --no-composite").output, Catch::Contains("(top-16 teacher, ignore)"));
   check_user_error(run_distill(small + " --topk 16 --kind jsd"), "--topk: the sparse teacher supports --kind forward_kl");
   check_user_error(run_distill(small + " --topk 301"), "--topk: 301 is not in [0, 300]");
-  check_user_error(run_distill(small + " --topk 4 --topk-tail rest"), "--topk-tail: 'rest' is not one of ignore | tail");
+  check_user_error(run_distill(small + " --topk 4 --topk-tail rest"), "--topk-tail: must be one of ignore | tail, got 'rest'");
 }
 
 TEST_CASE("cli: an earlier run is not overwritten without --overwrite") {

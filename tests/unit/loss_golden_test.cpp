@@ -49,13 +49,12 @@ void check_tensor_close(const at::Tensor& got, const at::Tensor& want, double rt
 
 KdLossOptions options_of(const json& c) {
   KdLossOptions o;
-  std::string kind = c["kind"];
-  o.kind = kind == "reverse_kl" ? Divergence::reverse_kl : kind == "jsd" ? Divergence::jsd : Divergence::forward_kl;
+  o.kind = distill::divergence_named(c["kind"], "fixture kind");
   o.beta = c["beta"];
   o.temperature = c["temperature"];
   o.alpha = c["alpha"];
   o.t2_scale = c["t2_scale"];
-  o.vocab = c["vocab"] == "truncate" ? distill::VocabPolicy::truncate : distill::VocabPolicy::error;
+  o.vocab = distill::vocab_policy_named(c["vocab"], "fixture vocab");
   return o;
 }
 

@@ -28,12 +28,11 @@
 #include <ATen/core/Tensor.h>
 
 #include "distill/kernels/kd_loss_kernels.h"
+#include "distill/loss/loss_names.h"
 
 namespace distill {
 
 struct LossConfig;
-
-enum class VocabPolicy { error, truncate };
 
 struct KdLossOptions {
   kernels::Divergence kind = kernels::Divergence::forward_kl;
