@@ -15,7 +15,12 @@
 //                                    log Q - log M of the row (2 floats per element, one row per thread)
 //                                    for the gradient sweep, which reads no logits then
 // Inner loops: AVX-512, AVX2+FMA+F16C, or scalar, picked once per process (__builtin_cpu_supports).
+#include <ATen/Config.h>
 #include <ATen/Parallel.h>
+
+#if AT_PARALLEL_OPENMP && !defined(_OPENMP)
+#error "LibTorch parallelises with OpenMP: compile this file with OpenMP (-fopenmp), or at::parallel_for runs serially"
+#endif
 
 #include <algorithm>
 #include <cmath>
