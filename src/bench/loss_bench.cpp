@@ -142,7 +142,10 @@ json run_loss_bench(const LossBenchOptions& o) {
               {"gradient_bytes", o.rows * o.vocab * elem}};
   if (o.topk > 0) out["topk"] = o.topk, out["topk_tail"] = o.topk_tail;
   if (device.is_cuda()) out["device_name"] = cuda_device_name(device);
-  if (!device.is_cuda()) out["cpu_isa"] = kernels::kd_loss_cpu_isa_name(kd_loss_cpu_isa());
+  if (!device.is_cuda()) {
+    out["cpu_isa"] = kernels::kd_loss_cpu_isa_name(kd_loss_cpu_isa());
+    out["fused_threads"] = kernels::kd_loss_cpu_parallel_width(o.rows, o.vocab);  // what the kernel really uses
+  }
   auto record = [&](const char* name, const Timing& t) {
     out[name] = {{"median_ms", t.median_ms},
                  {"min_ms", t.min_ms},
@@ -187,11 +190,13 @@ std::string format_loss_bench(const json& r) {
   std::string kind = r["kind"];
   if (r.contains("topk"))
     kind += " (top-" + std::to_string(r["topk"].get<int64_t>()) + " teacher, " + r["topk_tail"].get<std::string>() + ")";
-  std::snprintf(line, sizeof line, "kd loss forward+backward, %s [%lld, %lld] %s on %s%s, %lld threads, median of %lld\n",
+  const std::string fused_threads =
+      r.contains("fused_threads") ? " (fused op on " + std::to_string(r["fused_threads"].get<int64_t>()) + ")" : "";
+  std::snprintf(line, sizeof line, "kd loss forward+backward, %s [%lld, %lld] %s on %s%s, %lld threads%s, median of %lld\n",
                 kind.c_str(), static_cast<long long>(r["rows"].get<int64_t>()),
                 static_cast<long long>(r["vocab"].get<int64_t>()), r["dtype"].get<std::string>().c_str(),
                 r["device"].get<std::string>().c_str(), where.c_str(), static_cast<long long>(r["threads"].get<int64_t>()),
-                static_cast<long long>(r["repeats"].get<int64_t>()));
+                fused_threads.c_str(), static_cast<long long>(r["repeats"].get<int64_t>()));
   s << line;
   std::snprintf(line, sizeof line, "%-10s %10s %10s %12s %18s\n", "path", "median ms", "min ms", "GB/s", "extra peak MB");
   s << line;

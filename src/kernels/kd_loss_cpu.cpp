@@ -23,6 +23,7 @@
 #endif
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -41,6 +42,9 @@ constexpr int64_t kChunk = 1024;  // fp32 elements per chunk: 3 chunk buffers = 
 constexpr double kTailMassFloor = kd_loss_tail_mass_floor;
 
 inline int64_t element_bytes(ScalarType t) { return t == ScalarType::f32 ? 4 : 2; }
+
+// Rows per at::parallel_for task: ~32K elements at least, so that small-V shapes do not pay a dispatch per row.
+inline int64_t row_grain(int64_t vocab) { return std::max<int64_t>(1, (int64_t{1} << 15) / vocab); }
 
 // How the cross-entropy's T = 1 student softmax exp(s - max) is formed. With T = 1 it is the KD softmax itself;
 // with T = 2 or 4 it is the square or fourth power of the KD term exp((s - max) / T), whose argument is exact
@@ -158,6 +162,13 @@ const char* kd_loss_cpu_isa_name(CpuIsa isa) {
 
 void kd_loss_forward_cpu(const KdLossArgs& args) { kd_loss_forward_cpu(args, CpuIsa::best); }
 
+int64_t kd_loss_cpu_parallel_width(int64_t rows, int64_t vocab) {
+  if (rows <= 0 || vocab <= 0) return 1;
+  std::atomic<int64_t> tasks{0};
+  at::parallel_for(0, rows, cpu::row_grain(vocab), [&](int64_t, int64_t) { tasks.fetch_add(1); });
+  return std::max<int64_t>(1, tasks.load());
+}
+
 void kd_loss_forward_cpu(const KdLossArgs& args, CpuIsa isa) {
   kd_loss_check_args(args);
   if (isa == CpuIsa::best) isa = kd_loss_cpu_best_isa();
@@ -179,9 +190,8 @@ void kd_loss_forward_cpu(const KdLossArgs& args, CpuIsa isa) {
   if (!row_kd) kd_scratch.resize(static_cast<size_t>(N)), row_kd = kd_scratch.data();
   if (!row_ce) ce_scratch.resize(static_cast<size_t>(N)), row_ce = ce_scratch.data();
 
-  // ~32K elements per task at least, so that small-V shapes are not paying a dispatch per row.
-  const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 15) / args.vocab);
-  at::parallel_for(0, N, grain, [&](int64_t begin, int64_t end) { rows_fn(args, plan, begin, end, row_kd, row_ce); });
+  at::parallel_for(0, N, cpu::row_grain(args.vocab),
+                   [&](int64_t begin, int64_t end) { rows_fn(args, plan, begin, end, row_kd, row_ce); });
 
   // Fixed-order sums over rows (deterministic for any thread count), in double.
   double sum_kd = 0, sum_ce = 0;

@@ -262,6 +262,9 @@ TEST_CASE("kd_loss cpu: deterministic, and independent of the thread count", "[k
     s.T = 2.0f, s.ignore_every = 7;
     auto p = make_problem(s);
     at::set_num_threads(2);
+    // The rows really are split: at::parallel_for runs serially in code compiled without OpenMP (the kernel
+    // did, unnoticed, until distill_core was built with it), and then this test compared one thread with one.
+    REQUIRE(distill::kernels::kd_loss_cpu_parallel_width(s.N, s.V) == 2);
     const Outputs a = run_cpu(*p, CpuIsa::best);
     const Outputs b = run_cpu(*p, CpuIsa::best);
     CHECK(same_bits(a, b));

@@ -106,6 +106,10 @@ void kd_loss_forward_cpu(const KdLossArgs& args);
 enum class CpuIsa : int32_t { best = 0, scalar = 1, avx2 = 2, avx512 = 3 };
 void kd_loss_forward_cpu(const KdLossArgs& args, CpuIsa isa);
 CpuIsa kd_loss_cpu_best_isa();               // never `best`
+// How many threads kd_loss_forward_cpu splits `rows` rows of `vocab` elements across under the current ATen
+// thread setting: its own at::parallel_for, same range and grain, compiled with the same flags. 1 where it
+// would run serially (too few rows, one thread set, or a build whose at::parallel_for cannot parallelise).
+int64_t kd_loss_cpu_parallel_width(int64_t rows, int64_t vocab);
 bool kd_loss_cpu_isa_supported(CpuIsa isa);  // compiled in and supported by this CPU
 const char* kd_loss_cpu_isa_name(CpuIsa isa);
 
