@@ -35,7 +35,9 @@ if(DISTILL_CUDA_EMULATOR_TESTS AND NOT DISTILL_SANITIZE)
   # The kernels' `#pragma unroll` is for nvcc.
   set_source_files_properties(tests/cuda_emulator/kd_loss_cuda_emulated.cpp tests/cuda_emulator/grad_scale_emulated.cpp
     PROPERTIES COMPILE_OPTIONS -Wno-unknown-pragmas)
-  target_link_libraries(distill_cuda_emulated PUBLIC ${TORCH_LIBRARIES} Threads::Threads PRIVATE OpenMP::OpenMP_CXX)
+  # OpenMP for kd_loss_cpu.cpp's at::parallel_for; PUBLIC as for distill_core, so that the emulated tests'
+  # translation units see ATen's headers as the library does.
+  target_link_libraries(distill_cuda_emulated PUBLIC ${TORCH_LIBRARIES} Threads::Threads OpenMP::OpenMP_CXX)
 endif()
 
 function(distill_add_cuda_test file)

@@ -1476,6 +1476,11 @@ std::pair<Device, unsigned*> launch_context(cudaStream_t stream) {
 // Design knobs, for benchmarks that compare kernel designs side by side in one process: the environment
 // variable DISTILL_KD_CUDA_TUNE, e.g. "async=0,cluster=4,blocks_per_sm=1", read at the first launch. Unset,
 // the defaults; anything else in it is an error (std::invalid_argument at every launch).
+// Which rows have an evict-first kd_rows_kernel (Plan::stream_hints): dense rows of one dtype, the shapes it is
+// timed at; 9 more instantiations of the 36 instead of all of them twice. make_plan asks it of the arguments,
+// the launcher of its template parameters.
+constexpr bool has_hinted_rows_kernel(bool sparse, bool same_dtype) { return !sparse && same_dtype; }
+
 struct Tune {
   int async = -1;         // block_per_row's cp.async fills of its row cache: 0 off, 1 on, -1 automatic
   int cluster = 0;        // cluster_per_row: blocks per row (0: the smallest that fits two blocks per SM)
@@ -1522,7 +1527,7 @@ struct Plan {
   // block_per_row: the gradient sweep's global reads and gradient stores evict-first, so that L2 keeps the
   // uncached packs of sweep 1 for their second read instead (the profile: 24% L2 hits, ~9.6 bytes moved per
   // element at [16384, 128256] bf16 against the model's 6). Off until measured: DISTILL_KD_CUDA_TUNE=hints=1.
-  bool stream_hints = false;  // dense rows of one dtype only (the kd_rows_kernel instantiations that exist)
+  bool stream_hints = false;  // only where has_hinted_rows_kernel
   int bitmap_words = 0;      // sparse tail
   int cluster = 1;           // cluster variants: blocks per row
   int64_t slice = 0;         // cluster variants: elements per block
@@ -1615,7 +1620,7 @@ Plan make_plan(const KdLossArgs& a, CudaVariant want, const Device& dev) {
   // f32, 45%: 0.618 -> 0.700 ms; [16384, 128256] bf16, 22%: 5.20 -> 5.32 ms), where sweep 1's register loads
   // of the uncached rest compete with the copies.
   pl.async_cache = tune().async < 0 ? pl.cache_packs * 4 >= packs * 3 : tune().async == 1;
-  pl.stream_hints = tune().hints == 1 && !sparse && a.student_dtype == a.teacher_dtype;
+  pl.stream_hints = tune().hints == 1 && has_hinted_rows_kernel(sparse, a.student_dtype == a.teacher_dtype);
   return pl;
 }
 
@@ -1693,9 +1698,7 @@ void launch_rows(const Plan& pl, const Params& p, cudaStream_t stream) {
     }
     return;
   }
-  // The evict-first variant exists for dense rows of one dtype only (the shapes it is timed at): 9 more
-  // instantiations of the 36, instead of all of them twice.
-  constexpr bool kHinted = K != kSparse && std::is_same_v<TS, TT>;
+  constexpr bool kHinted = has_hinted_rows_kernel(K == kSparse, std::is_same_v<TS, TT>);
   auto kernel = kd_rows_kernel<TS, TT, K, false>;
   if constexpr (kHinted) {
     if (pl.stream_hints) kernel = kd_rows_kernel<TS, TT, K, true>;
