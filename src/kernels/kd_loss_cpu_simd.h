@@ -32,6 +32,7 @@
 
 // exp and log are big enough that GCC would otherwise call them out of line, once per vector.
 #define DISTILL_ALWAYS_INLINE inline __attribute__((always_inline))
+#define DISTILL_LAMBDA_INLINE __attribute__((always_inline))  // after a lambda's parameter list
 
 namespace distill::kernels::cpu {
 
