@@ -18,7 +18,7 @@ done
 # libopenblas0-openmp: Debian's libtorch calls the generic libblas.so.3, which is the ~10x slower reference
 # BLAS unless OpenBLAS is installed (the OpenMP build matches libtorch's OpenMP runtime).
 packages=(build-essential cmake ninja-build ccache pkg-config libtorch-dev libgloo-dev libcli11-dev nlohmann-json3-dev
-          libspdlog-dev catch2 libzstd-dev zlib1g-dev libopenblas0-openmp)
+          libspdlog-dev catch2 libzstd-dev zlib1g-dev libopenblas0-openmp libpcre2-dev libutf8proc-dev libsentencepiece-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
