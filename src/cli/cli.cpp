@@ -44,7 +44,7 @@ Config load(const ConfigArgs& args, const std::string& out_dir = "") {
   return load_config(args.path, overrides);
 }
 
-std::string percent(double v) {
+std::string percent(double v) {  // "96.66%"
   char buf[32];
   std::snprintf(buf, sizeof buf, "%.2f%%", 100 * v);
   return buf;
@@ -128,8 +128,13 @@ int run_cli(int argc, char** argv) {
     }
     const EvalResult& r = s.final_eval;
     if (s.end == RunEnd::already_finished) std::cout << "already finished; ";
-    std::cout << "student val accuracy " << percent(r.student_accuracy);
-    if (r.has_teacher) std::cout << " (teacher " << percent(r.teacher_accuracy) << ", agreement " << percent(r.agreement) << ")";
+    if (r.tokens) {
+      std::cout << "student val ppl " << r.student_perplexity();
+      if (r.has_teacher) std::cout << " (teacher " << r.teacher_perplexity() << ", agreement " << percent(r.agreement) << ")";
+    } else {
+      std::cout << "student val accuracy " << percent(r.student_accuracy);
+      if (r.has_teacher) std::cout << " (teacher " << percent(r.teacher_accuracy) << ", agreement " << percent(r.agreement) << ")";
+    }
     std::cout << " after " << s.steps << " steps in " << static_cast<int64_t>(s.seconds * 10) / 10.0 << " s; student: "
               << s.student_path << "\n";
     return 0;
@@ -137,11 +142,7 @@ int run_cli(int argc, char** argv) {
   if (eval_cmd->parsed()) {
     Config config = load(eval_args);
     EvalResult r = evaluate_weights(config, weights);
-    std::cout << "val accuracy " << percent(r.student_accuracy) << " on " << r.rows << " rows";
-    if (r.has_teacher)
-      std::cout << "; teacher " << percent(r.teacher_accuracy) << ", agreement " << percent(r.agreement) << ", val kd "
-                << r.kd_loss;
-    std::cout << "; val ce " << r.ce_loss << "\n";
+    std::cout << eval_summary(r) << " on " << r.examples << (r.tokens ? " sequences" : " rows") << "\n";
     nlohmann::json j = r.to_json();
     j["weights"] = weights;
     std::cout << j.dump() << "\n";

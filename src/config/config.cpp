@@ -7,14 +7,21 @@
 
 #include <nlohmann/json.hpp>
 
-#include "config/schema.h"
+#include "distill/config/schema.h"
+#include "distill/data/registry.h"
 #include "distill/error.h"
 #include "distill/io/paths.h"
 #include "distill/loss/loss_names.h"
+#include "distill/models/registry.h"
 
 namespace distill {
 
 using schema::json;
+using schema::check_non_negative;
+using schema::check_one_of;
+using schema::check_positive;
+using schema::fmt_num;
+using schema::range_error;
 
 namespace {
 
@@ -30,12 +37,17 @@ template <class S> std::vector<std::string> field_names(S& section) {
   return names;
 }
 
+// Sections whose architecture or format adds keys of its own (ModelConfig, DataConfig).
+template <class S> constexpr bool has_options_v = std::is_same_v<S, ModelConfig> || std::is_same_v<S, DataConfig>;
+
 template <class S> void read_section(const json& obj, S& section, const std::string& name) {
   if (!obj.is_object()) schema::throw_wrong_type(obj, name, "an object");
   std::vector<std::string> known = field_names(section);
   for (auto it = obj.begin(); it != obj.end(); ++it) {
-    if (std::find(known.begin(), known.end(), it.key()) == known.end())
-      throw Error(schema::unknown_key_message(name + ".", it.key(), known));
+    if (std::find(known.begin(), known.end(), it.key()) != known.end()) continue;
+    // The arch's or format's keys: checked by its registry entry in validate(), once the name is known.
+    if constexpr (has_options_v<S>) section.options[it.key()] = it.value();
+    else throw Error(schema::unknown_key_message(name + ".", it.key(), known));
   }
   visit_fields(section, [&](const char* key, auto& member, const char*) {
     auto it = obj.find(key);
@@ -56,6 +68,8 @@ template <class S> json write_section(const S& section) {
   json out = json::object();
   visit_fields(const_cast<S&>(section),
                [&](const char* key, auto& member, const char*) { out[key] = schema::write_value(member); });
+  if constexpr (has_options_v<S>)
+    for (auto it = section.options.begin(); it != section.options.end(); ++it) out[it.key()] = it.value();
   return out;
 }
 template <class S> json write_section(const std::optional<S>& section) {
@@ -74,15 +88,18 @@ std::string resolve_path(const std::string& p, const std::string& base_dir) {
   return paths::normalize(paths::join(base_dir, p));
 }
 
-// Rewrites the file-valued keys of `doc` relative to base_dir.
+// Rewrites the file-valued keys of `doc` relative to base_dir (each entry of a list of files).
 void resolve_file_keys(json& doc, const std::string& base_dir) {
   for (const auto& dotted : kFileKeys) {
     auto dot = dotted.find('.');
     std::string section = dotted.substr(0, dot), key = dotted.substr(dot + 1);
     if (!doc.is_object() || !doc.contains(section) || !doc[section].is_object()) continue;
     auto& obj = doc[section];
-    if (obj.contains(key) && obj[key].is_string())
-      obj[key] = resolve_path(obj[key].get<std::string>(), base_dir);
+    if (!obj.contains(key)) continue;
+    if (obj[key].is_string()) obj[key] = resolve_path(obj[key].get<std::string>(), base_dir);
+    if (obj[key].is_array())
+      for (auto& item : obj[key])
+        if (item.is_string()) item = resolve_path(item.get<std::string>(), base_dir);
   }
 }
 
@@ -103,6 +120,20 @@ size_t nesting_depth(const json& root) {
     for (const auto& child : *v) todo.emplace_back(&child, depth + 1);
   }
   return deepest;
+}
+
+// The option keys architectures (for teacher / student) or formats (for data) add to `section`, with their info.
+std::vector<schema::FieldInfo> option_fields(const std::string& section) {
+  std::vector<schema::FieldInfo> out;
+  auto add = [&](const std::vector<schema::FieldInfo>& fields) {
+    for (const auto& f : fields)
+      if (std::none_of(out.begin(), out.end(), [&](const auto& o) { return o.key == f.key; })) out.push_back(f);
+  };
+  if (section == "teacher" || section == "student")
+    for (const auto& [name, entry] : arch_registry()) add(entry.options.fields);
+  if (section == "data")
+    for (const auto& [name, entry] : data_format_registry()) add(entry.options.fields);
+  return out;
 }
 
 // Whether `section.key` is a text field; throws for an unknown key.
@@ -126,6 +157,13 @@ bool is_text_field(const std::string& section, const std::string& key, const std
     if constexpr (std::is_same_v<std::decay_t<decltype(sec)>, std::optional<ModelConfig>>) visit(*sec);
     else visit(sec);
   });
+  for (const auto& f : option_fields(section)) {
+    known.push_back(f.key);
+    if (!found && f.key == key) {
+      found = true;
+      text = f.text;
+    }
+  }
   if (!found_section) throw Error(what + ": " + schema::unknown_key_message("", section, section_names()));
   if (!found) throw Error(what + ": " + schema::unknown_key_message(section + ".", key, known));
   return text;
@@ -142,7 +180,8 @@ void apply_override(json& doc, const std::string& assignment) {
     throw Error(what + ": the key must be section.field, e.g. train.epochs");
   std::string section = dotted.substr(0, dot), key = dotted.substr(dot + 1);
   json value;
-  if (is_text_field(section, key, what)) {
+  const bool list_of_files = (dotted == "data.path" || dotted == "data.val_path") && !text.empty() && text[0] == '[';
+  if (is_text_field(section, key, what) && !list_of_files) {
     value = text == "null" ? json(nullptr) : json(text);
     // The config is written back as JSON (config.json, checkpoints), which holds only UTF-8, while a --set
     // argument is whatever bytes the shell passed: refuse it here rather than when the run saves.
@@ -160,63 +199,64 @@ void apply_override(json& doc, const std::string& assignment) {
       throw Error(what + ": '" + text + "' is not a valid value for " + dotted +
                   " (numbers, true/false, [lists] or null)");
     }
+    if (list_of_files && value.is_array())
+      for (auto& item : value)
+        if (item.is_string()) item = resolve_path(item.get<std::string>(), paths::current_dir());
   }
   if (!doc.contains(section) || !doc[section].is_object()) doc[section] = json::object();
   doc[section][key] = std::move(value);
 }
 
-std::string fmt_num(double v) {
-  std::ostringstream s;
-  s << v;
-  return s.str();
-}
-[[noreturn]] void range_error(const std::string& key, const std::string& rule, const std::string& got) {
-  throw Error(key + ": must be " + rule + ", got " + got);
-}
-void check_positive(const std::string& key, double v) {
-  if (!(v > 0) || !std::isfinite(v)) range_error(key, "> 0", fmt_num(v));
-}
-void check_non_negative(const std::string& key, double v) {
-  if (!(v >= 0) || !std::isfinite(v)) range_error(key, ">= 0", fmt_num(v));
-}
-void check_one_of(const std::string& key, const std::string& v, const std::vector<std::string>& allowed) {
-  if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return;
-  std::string list;
-  for (size_t i = 0; i < allowed.size(); ++i) list += (i ? " | " : "") + allowed[i];
-  range_error(key, "one of " + list, "'" + v + "'");
+// Keys of a section's `options` that no entry declares, or that the chosen one does not: the first is an
+// error listing what the section takes.
+void check_option_keys(const json& options, const std::vector<std::string>& common,
+                       const std::vector<schema::FieldInfo>& declared, const std::string& section) {
+  std::vector<std::string> known = common;
+  for (const auto& f : declared) known.push_back(f.key);
+  for (auto it = options.begin(); it != options.end(); ++it)
+    if (std::find(known.begin(), known.end(), it.key()) == known.end())
+      throw Error(schema::unknown_key_message(section + ".", it.key(), known));
 }
 
-void validate_model(const ModelConfig& m, const std::string& name) {
-  if (m.path && m.arch) throw Error(name + ": give either 'path' (TorchScript) or 'arch' (built-in), not both");
+std::string arch_names() {
+  std::string names;
+  for (const auto& [name, entry] : arch_registry()) names += (names.empty() ? "" : " | ") + name;
+  return names;
+}
+
+// The arch's options, checked, with defaults filled in; {} for a model without an arch.
+json checked_model_options(const ModelConfig& m, const std::string& name) {
+  if (m.path && m.arch)
+    throw Error(name + ": give either 'path' (a TorchScript module or a Hugging Face folder) or 'arch' (built-in), not both");
   if (!m.path && !m.arch && !m.weights)
-    throw Error(name + ": needs 'path' (a TorchScript .pt), 'arch' (mlp | cnn), or 'weights' written by distill "
-                       "(which carry their arch)");
+    throw Error(name + ": needs 'path' (a TorchScript .pt or a Hugging Face model folder), 'arch' (" + arch_names() +
+                "), or 'weights' written by distill (which carry their arch)");
   if (m.path && m.path->empty()) throw Error(name + ".path: must not be empty");
+  ModelConfig probe;
+  const std::vector<std::string> common = field_names(probe);
   if (m.arch) {
-    check_one_of(name + ".arch", *m.arch, {"mlp", "cnn"});
-    for (size_t i = 0; i < m.hidden.size(); ++i)
-      if (m.hidden[i] <= 0) range_error(name + ".hidden[" + std::to_string(i) + "]", "> 0", std::to_string(m.hidden[i]));
-    if (*m.arch == "cnn") {
-      if (m.input_shape.size() != 3)
-        throw Error(name + ".input_shape: cnn needs [C, H, W], got " + std::to_string(m.input_shape.size()) + " values");
-      for (size_t i = 0; i < 3; ++i)
-        if (m.input_shape[i] <= 0) range_error(name + ".input_shape[" + std::to_string(i) + "]", "> 0", std::to_string(m.input_shape[i]));
-      if (m.channels.empty()) throw Error(name + ".channels: cnn needs at least one conv block, e.g. [16, 32]");
-      for (size_t i = 0; i < m.channels.size(); ++i)
-        if (m.channels[i] <= 0) range_error(name + ".channels[" + std::to_string(i) + "]", "> 0", std::to_string(m.channels[i]));
-    } else {
-      if (!m.input_shape.empty()) throw Error(name + ".input_shape: only used by arch cnn; remove it");
-      if (!m.channels.empty()) throw Error(name + ".channels: only used by arch cnn; remove it");
-    }
-  } else if (m.path) {
-    if (!m.hidden.empty() || !m.input_shape.empty() || !m.channels.empty() || m.dropout != 0.0)
-      throw Error(name + ": hidden/dropout/input_shape/channels describe a built-in arch; a TorchScript 'path' model "
-                         "carries its own architecture, remove them");
-  } else if (!m.hidden.empty() || !m.input_shape.empty() || !m.channels.empty() || m.dropout != 0.0) {
-    throw Error(name + ": hidden/dropout/input_shape/channels need an 'arch'; without one the arch is read from " +
-                name + ".weights");
+    const ArchEntry& entry = arch_named(*m.arch, name + ".arch");
+    check_option_keys(m.options, common, entry.options.fields, name);
+    return entry.options.check(m.options, name);
   }
-  if (!(m.dropout >= 0.0 && m.dropout < 1.0)) range_error(name + ".dropout", "in [0, 1)", fmt_num(m.dropout));
+  if (!m.options.empty()) {
+    check_option_keys(m.options, common, option_fields(name), name);  // a typo is named as one
+    std::string keys;
+    for (auto it = m.options.begin(); it != m.options.end(); ++it) keys += (keys.empty() ? "" : ", ") + it.key();
+    if (m.path)
+      throw Error(name + ": " + keys + " describe a built-in arch; a 'path' model (TorchScript or Hugging Face folder) "
+                  "carries its own architecture, remove them");
+    throw Error(name + ": " + keys + " need an 'arch'; without one the arch is read from " + name + ".weights");
+  }
+  return json::object();
+}
+
+// The format's options, checked, with defaults filled in.
+json checked_data_options(const DataConfig& d) {
+  const DataFormatEntry& entry = data_format_named(d.format, "data.format");
+  DataConfig probe;
+  check_option_keys(d.options, field_names(probe), entry.options.fields, "data");
+  return entry.options.check(d.options, "data");
 }
 
 }  // namespace
@@ -241,6 +281,10 @@ Config parse_config(const json& doc_in, const std::string& origin, const std::st
     if (!doc.contains("student")) throw Error("student: missing; every run trains a student (e.g. {\"arch\": \"mlp\", \"hidden\": [64]})");
     if (!doc.contains("data")) throw Error("data: missing; say where the training data is, e.g. {\"path\": \"data.csv\"}");
     validate(config);
+    // The resolved config holds every key: the options' defaults too.
+    config.data.options = checked_data_options(config.data);
+    if (config.teacher) config.teacher->options = checked_model_options(*config.teacher, "teacher");
+    config.student.options = checked_model_options(config.student, "student");
   } catch (const Error& e) {
     throw Error(origin + ": " + e.what());
   }
@@ -296,24 +340,18 @@ void validate(const Config& c) {
   if (!is_device_name(c.run.device)) range_error("run.device", "auto | cpu | cuda | cuda:N", "'" + c.run.device + "'");
   if (c.run.threads < 0 || c.run.threads > 1024) range_error("run.threads", "in [0, 1024] (0 = one per core)", std::to_string(c.run.threads));
   // data
-  check_one_of("data.format", c.data.format, {"csv"});
   if (c.data.path.empty()) throw Error("data.path: missing; give the training data file");
-  if (!c.data.val_path && !(c.data.val_fraction > 0.0 && c.data.val_fraction < 1.0))
-    range_error("data.val_fraction", "in (0, 1) (or give data.val_path)", fmt_num(c.data.val_fraction));
   if (c.data.val_path && c.data.val_path->empty()) throw Error("data.val_path: must not be empty (use null for none)");
-  check_one_of("data.normalize", c.data.normalize, {"none", "standard", "scale"});
-  if (c.data.train_rows < 0) range_error("data.train_rows", ">= 0 (0 = all)", std::to_string(c.data.train_rows));
-  if (c.data.split_seed < 0) range_error("data.split_seed", ">= 0", std::to_string(c.data.split_seed));
-  if (c.data.num_classes && *c.data.num_classes < 2) range_error("data.num_classes", ">= 2", std::to_string(*c.data.num_classes));
+  checked_data_options(c.data);
   // models
   if (c.teacher) {
-    validate_model(*c.teacher, "teacher");
+    checked_model_options(*c.teacher, "teacher");
     if (c.teacher->init) throw Error("teacher.init: only the student has an init; load teacher weights with teacher.weights");
     if (c.teacher->arch && !c.teacher->weights)
       throw Error("teacher.weights: missing; a built-in teacher arch needs its trained weights (safetensors), "
                   "e.g. the student.safetensors of a supervised distill run");
   }
-  validate_model(c.student, "student");
+  checked_model_options(c.student, "student");
   if (c.student.weights && c.student.init)
     throw Error("student: give either 'init' or 'weights' (they mean the same for a student), not both");
   // loss
@@ -359,7 +397,8 @@ void validate(const Config& c) {
   if (c.train.eval_every < 0) range_error("train.eval_every", ">= 0 (0 = every epoch end)", std::to_string(c.train.eval_every));
   if (c.train.log_every <= 0) range_error("train.log_every", "> 0", std::to_string(c.train.log_every));
   if (c.train.max_bad_steps < 1) range_error("train.max_bad_steps", ">= 1", std::to_string(c.train.max_bad_steps));
-  if (c.train.eval_batch_size <= 0) range_error("train.eval_batch_size", "> 0", std::to_string(c.train.eval_batch_size));
+  if (c.train.eval_batch_size < 0) range_error("train.eval_batch_size", ">= 0 (0 = automatic)", std::to_string(c.train.eval_batch_size));
+  if (c.loss.chunk_rows < 0) range_error("loss.chunk_rows", ">= 0 (0 = automatic)", std::to_string(c.loss.chunk_rows));
   // checkpoint
   if (c.checkpoint.every < 0) range_error("checkpoint.every", ">= 0 (0 = every epoch end)", std::to_string(c.checkpoint.every));
   if (c.checkpoint.keep_last < 1) range_error("checkpoint.keep_last", ">= 1", std::to_string(c.checkpoint.keep_last));
@@ -376,18 +415,31 @@ std::string describe_config() {
   Config defaults;
   defaults.teacher.emplace();
   std::ostringstream out;
+  auto line = [&](const std::string& dotted, const json& d, const std::string& help) {
+    std::string shown = d.is_null() ? "(unset)" : d.dump();
+    if (d.is_string() && d.get<std::string>().empty()) shown = "(required)";
+    if (d.is_array() && d.empty() && dotted == "data.path") shown = "(required)";
+    out << "  " << dotted << " = " << shown << "\n      " << help << "\n";
+  };
   visit_sections(defaults, [&](const char* name, auto& sec, const char* help) {
     out << name << "  (" << help << ")\n";
     auto list = [&](auto& s) {
       visit_fields(s, [&](const char* key, auto& member, const char* field_help) {
-        json d = schema::write_value(member);
-        std::string shown = d.is_null() ? "(unset)" : d.dump();
-        if (d.is_string() && d.get<std::string>().empty()) shown = "(required)";
-        out << "  " << name << "." << key << " = " << shown << "\n      " << field_help << "\n";
+        line(std::string(name) + "." + key, schema::write_value(member), field_help);
       });
     };
     if constexpr (std::is_same_v<std::decay_t<decltype(sec)>, std::optional<ModelConfig>>) list(*sec);
     else list(sec);
+    if (std::string(name) == "data")
+      for (const auto& [format, entry] : data_format_registry()) {
+        out << "  data.format \"" << format << "\": " << entry.help << "\n";
+        for (const auto& f : entry.options.fields) line("data." + f.key, f.default_value, f.help);
+      }
+    if (std::string(name) == "student")
+      for (const auto& [arch, entry] : arch_registry()) {
+        out << "  teacher/student.arch \"" << arch << "\": " << entry.help << "\n";
+        for (const auto& f : entry.options.fields) line("student." + f.key, f.default_value, f.help);
+      }
   });
   return out.str();
 }

@@ -1,6 +1,6 @@
 // Generic JSON <-> struct plumbing driven by the visit_fields() lists in config.h: strict types, unknown
 // keys named with a suggestion, and the --set override syntax.
-#include "config/schema.h"
+#include "distill/config/schema.h"
 
 #include <algorithm>
 #include <cmath>
@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "distill/config/config.h"
 #include "distill/error.h"
 
 namespace distill::schema {
@@ -63,9 +64,45 @@ void read_value(const json& v, int64_t& out, const std::string& path) {
   }
   throw_wrong_type(v, path, "an integer");
 }
+void read_value(const json& v, PathList& out, const std::string& path) {
+  out.items.clear();
+  if (v.is_string()) {
+    out.items.push_back(v.get<std::string>());
+  } else if (v.is_array()) {
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (!v[i].is_string()) throw_wrong_type(v[i], path + "[" + std::to_string(i) + "]", "a file name");
+      out.items.push_back(v[i].get<std::string>());
+    }
+  } else {
+    throw_wrong_type(v, path, "a file name, a glob or a list of them");
+  }
+  for (size_t i = 0; i < out.items.size(); ++i)
+    if (out.items[i].empty()) throw Error(path + (v.is_array() ? "[" + std::to_string(i) + "]" : "") + ": must not be empty");
+}
 void read_value(const json& v, double& out, const std::string& path) {
   if (!v.is_number()) throw_wrong_type(v, path, "a number");
   out = v.get<double>();
+}
+
+std::string fmt_num(double v) {
+  std::ostringstream s;
+  s << v;
+  return s.str();
+}
+void range_error(const std::string& key, const std::string& rule, const std::string& got) {
+  throw Error(key + ": must be " + rule + ", got " + got);
+}
+void check_positive(const std::string& key, double v) {
+  if (!(v > 0) || !std::isfinite(v)) range_error(key, "> 0", fmt_num(v));
+}
+void check_non_negative(const std::string& key, double v) {
+  if (!(v >= 0) || !std::isfinite(v)) range_error(key, ">= 0", fmt_num(v));
+}
+void check_one_of(const std::string& key, const std::string& v, const std::vector<std::string>& allowed) {
+  if (std::find(allowed.begin(), allowed.end(), v) != allowed.end()) return;
+  std::string list;
+  for (size_t i = 0; i < allowed.size(); ++i) list += (i ? " | " : "") + allowed[i];
+  range_error(key, "one of " + list, "'" + v + "'");
 }
 
 size_t edit_distance(const std::string& a, const std::string& b) {

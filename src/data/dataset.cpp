@@ -2,7 +2,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "distill/config/config.h"
+#include "distill/config/schema.h"
 #include "distill/data/dataset.h"
 #include "distill/error.h"
 
@@ -86,15 +86,26 @@ Normalizer Normalizer::from_json(const nlohmann::json& j, const std::string& ori
   return n;
 }
 
-Dataset load_dataset(const DataConfig& config, const std::optional<Normalizer>& normalizer) {
-  Table all = read_csv(config.path, config.label_column);
+void validate(const CsvOptions& c, const std::string& section) {
+  using namespace schema;
+  if (!(c.val_fraction >= 0.0 && c.val_fraction < 1.0))
+    range_error(section + ".val_fraction", "in (0, 1) (or give data.val_path)", fmt_num(c.val_fraction));
+  check_one_of(section + ".normalize", c.normalize, {"none", "standard", "scale"});
+  if (c.train_rows < 0) range_error(section + ".train_rows", ">= 0 (0 = all)", std::to_string(c.train_rows));
+  if (c.split_seed < 0) range_error(section + ".split_seed", ">= 0", std::to_string(c.split_seed));
+  if (c.num_classes && *c.num_classes < 2) range_error(section + ".num_classes", ">= 2", std::to_string(*c.num_classes));
+}
+
+Dataset load_dataset(const std::string& path, const std::optional<std::string>& val_path, const CsvOptions& config,
+                     const std::optional<Normalizer>& normalizer) {
+  Table all = read_csv(path, config.label_column);
   at::Tensor train_x, train_y, val_x, val_y;
   int64_t max_label = all.max_label;
-  if (config.val_path) {
-    Table val = read_csv(*config.val_path, config.label_column);
+  if (val_path) {
+    Table val = read_csv(*val_path, config.label_column);
     if (val.features.size(1) != all.features.size(1))
-      throw Error(*config.val_path + ": has " + std::to_string(val.features.size(1)) + " features per row, " +
-                  config.path + " has " + std::to_string(all.features.size(1)) + "; both files need the same columns");
+      throw Error(*val_path + ": has " + std::to_string(val.features.size(1)) + " features per row, " +
+                  path + " has " + std::to_string(all.features.size(1)) + "; both files need the same columns");
     max_label = std::max(max_label, val.max_label);
     train_x = all.features;
     train_y = all.labels;
@@ -107,11 +118,13 @@ Dataset load_dataset(const DataConfig& config, const std::optional<Normalizer>& 
       train_y = take_rows(train_y, order);
     }
   } else {
+    if (!(config.val_fraction > 0.0))
+      schema::range_error("data.val_fraction", "in (0, 1) (or give data.val_path)", schema::fmt_num(config.val_fraction));
     int64_t n = all.features.size(0);
     int64_t n_val = static_cast<int64_t>(std::llround(static_cast<double>(n) * config.val_fraction));
     if (n_val < 1 || n - n_val < 1)
       throw Error("data.val_fraction: " + std::to_string(config.val_fraction) + " of " + std::to_string(n) + " rows in " +
-                  config.path + " leaves an empty training or validation split; give more rows or another fraction");
+                  path + " leaves an empty training or validation split; give more rows or another fraction");
     auto order = seeded_permutation(n, static_cast<uint64_t>(config.split_seed));
     std::vector<int64_t> val_rows(order.begin(), order.begin() + n_val), train_rows(order.begin() + n_val, order.end());
     train_x = take_rows(all.features, train_rows);
@@ -122,7 +135,7 @@ Dataset load_dataset(const DataConfig& config, const std::optional<Normalizer>& 
   if (config.train_rows > 0) {
     if (config.train_rows > train_x.size(0))
       throw Error("data.train_rows: " + std::to_string(config.train_rows) + " is more than the " +
-                  std::to_string(train_x.size(0)) + " training rows of " + config.path);
+                  std::to_string(train_x.size(0)) + " training rows of " + path);
     train_x = train_x.slice(0, 0, config.train_rows).contiguous();
     train_y = train_y.slice(0, 0, config.train_rows).contiguous();
   }
@@ -131,9 +144,9 @@ Dataset load_dataset(const DataConfig& config, const std::optional<Normalizer>& 
   d.num_features = train_x.size(1);
   d.num_classes = config.num_classes.value_or(max_label + 1);
   if (d.num_classes < 2)
-    throw Error(config.path + ": every label is " + std::to_string(max_label) + "; classification needs at least 2 classes");
+    throw Error(path + ": every label is " + std::to_string(max_label) + "; classification needs at least 2 classes");
   if (max_label >= d.num_classes)
-    throw Error("data.num_classes: is " + std::to_string(d.num_classes) + " but " + config.path + " has label " +
+    throw Error("data.num_classes: is " + std::to_string(d.num_classes) + " but " + path + " has label " +
                 std::to_string(max_label) + "; labels must lie in [0, num_classes)");
   d.normalizer = normalizer ? *normalizer : Normalizer::fit(config.normalize, train_x);
   d.train_x = d.normalizer.apply(train_x);

@@ -348,6 +348,20 @@ LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& t, cons
   return apply_fused(student, sparse_inputs(student, t, labels), o, normalizer, true);
 }
 
+KdLossValue kd_loss_value(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                          const KdLossOptions& o, double normalizer, bool want_grad) {
+  const bool has_teacher = teacher.defined();
+  FusedOutputs out = run_fused(dense_inputs(student, teacher, labels, o), o, normalizer, has_teacher, want_grad);
+  if (!has_teacher) out.sums.select(0, 1).zero_();
+  return {out.sums, out.grad};
+}
+
+KdLossValue kd_loss_sparse_value(const at::Tensor& student, const SparseTeacher& t, const at::Tensor& labels,
+                                 const KdLossOptions& o, double normalizer, bool want_grad) {
+  FusedOutputs out = run_fused(sparse_inputs(student, t, labels), o, normalizer, true, want_grad);
+  return {out.sums, out.grad};
+}
+
 KdLossKernelCall kd_loss_kernel_call(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
                                      const KdLossOptions& o, double normalizer) {
   return kernel_call(dense_inputs(student, teacher, labels, o), o, normalizer, teacher.defined());

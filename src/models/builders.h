@@ -1,20 +1,18 @@
-// Private to src/models: the constructors make_model() dispatches to by name.
+// Private to src/models: the entry of each built-in architecture, collected by register_builtin_archs()
+// (src/models/registry.cpp), and the TorchScript loader.
 #pragma once
 
-#include <functional>
 #include <memory>
 #include <string>
-#include <unordered_map>
 
 #include "distill/config/config.h"
 #include "distill/models/model.h"
+#include "distill/models/registry.h"
 
 namespace distill::models {
 
-using ModelFactory = std::function<std::unique_ptr<Model>(const ModelConfig&, const IoShape&, const std::string& role)>;
-
-// Built-in architectures by name ("mlp", "cnn"), filled by register_builtin_models().
-const std::unordered_map<std::string, ModelFactory>& builtin_models();
+ArchEntry mlp_arch();  // src/models/zoo.cpp
+ArchEntry cnn_arch();  // src/models/zoo.cpp
 
 std::unique_ptr<Model> load_torchscript_model(const std::string& path, const std::string& role);
 

@@ -9,6 +9,7 @@
 
 #include "distill/config/config.h"
 #include "distill/error.h"
+#include "distill/models/registry.h"
 #include "models/builders.h"
 
 namespace distill {
@@ -20,6 +21,14 @@ std::string shape_text(at::IntArrayRef s) {
   out << "]";
   return out.str();
 }
+
+at::Tensor ModelOutput::full_logits() const {
+  if (logits.defined()) return logits;
+  TORCH_INTERNAL_ASSERT(hidden.defined() && head_weight.defined(), "a model output needs logits or hidden + head");
+  return head_bias.defined() ? at::linear(hidden, head_weight, head_bias) : at::linear(hidden, head_weight);
+}
+
+at::Tensor Model::forward(const at::Tensor& x) { return forward_output(x).full_logits(); }
 
 void Model::save_torchscript(const std::string& path) {
   throw Error(path + ": only TorchScript models can be saved as TorchScript; built-in models are saved as safetensors");
@@ -37,14 +46,10 @@ void Model::set_requires_grad(bool on) {
 
 std::unique_ptr<Model> make_model(const ModelConfig& config, const IoShape& io, const std::string& role) {
   if (config.path) return models::load_torchscript_model(*config.path, role);
-  const auto& registry = models::builtin_models();
-  auto it = registry.find(*config.arch);
-  if (it == registry.end()) {
-    std::string names;
-    for (const auto& [name, factory] : registry) names += (names.empty() ? "" : ", ") + name;
-    throw Error(role + ".arch: unknown architecture '" + *config.arch + "'; built-in: " + names);
-  }
-  return it->second(config, io, role);
+  const ArchEntry& entry = arch_named(*config.arch, role + ".arch");
+  ModelConfig checked = config;
+  checked.options = entry.options.check(config.options, role);
+  return entry.build(checked, io, role);
 }
 
 void load_weights(Model& model, const SafetensorsContents& weights, const std::string& origin) {
@@ -89,18 +94,21 @@ ModelConfig arch_from_metadata(const ModelConfig& config, const Metadata& metada
     throw Error(origin + ": carries no 'arch' metadata (it was not written by distill); give the model's arch in the config");
   nlohmann::json arch = nlohmann::json::parse(it->second, nullptr, /*allow_exceptions=*/false);
   ModelConfig out = config;
+  if (!arch.is_object() || !arch.contains("arch") || !arch["arch"].is_string())
+    throw Error(origin + ": the 'arch' metadata is malformed (no \"arch\" name); give the arch in the config");
+  const std::string kind = arch["arch"].get<std::string>();
+  if (kind == "torchscript")
+    throw Error(origin + ": holds the weights of a TorchScript model; give its module as 'path' in the config");
+  const ArchEntry* entry = arch_registry().count(kind) ? &arch_registry().at(kind) : nullptr;
+  if (!entry) throw Error(origin + ": the 'arch' metadata names '" + kind + "', which this build does not know");
+  // The arch's own keys, as stored; what the data decides (in/out sizes) is not an option.
+  out.arch = kind;
+  out.options = nlohmann::json::object();
+  for (const auto& f : entry->options.fields)
+    if (arch.contains(f.key)) out.options[f.key] = arch[f.key];
   try {
-    std::string kind = arch.at("arch").get<std::string>();
-    if (kind == "torchscript")
-      throw Error(origin + ": holds the weights of a TorchScript model; give its module as 'path' in the config");
-    out.arch = kind;
-    out.hidden = arch.at("hidden").get<std::vector<int64_t>>();
-    out.dropout = arch.value("dropout", 0.0);
-    if (kind == "cnn") {
-      out.input_shape = arch.at("input_shape").get<std::vector<int64_t>>();
-      out.channels = arch.at("channels").get<std::vector<int64_t>>();
-    }
-  } catch (const nlohmann::json::exception& e) {
+    out.options = entry->options.check(out.options, origin + " arch");
+  } catch (const Error& e) {
     throw Error(origin + ": the 'arch' metadata is malformed (" + std::string(e.what()) + "); give the arch in the config");
   }
   return out;
@@ -110,7 +118,12 @@ void check_model_io(Model& model, const IoShape& io, const std::string& role, co
                     bool allow_wider) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
-  at::Tensor probe = torch::zeros({2, io.features}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  // Rows: [2, features] float32 -> [2, classes]. Tokens: [2, T] int64 (a short T) -> [2, T, vocab].
+  const int64_t t = std::min<int64_t>(io.seq_len, 4);
+  at::Tensor probe = io.tokens() ? torch::zeros({2, t}, torch::TensorOptions().dtype(torch::kInt64).device(device))
+                                 : torch::zeros({2, io.features}, torch::TensorOptions().dtype(torch::kFloat32).device(device));
+  const std::string input = io.tokens() ? "token sequences [2, " + std::to_string(t) + "] (int64)"
+                                        : "rows of " + std::to_string(io.features) + " features (the data's width)";
   at::Tensor out;
   try {
     out = model.forward(probe);
@@ -118,14 +131,20 @@ void check_model_io(Model& model, const IoShape& io, const std::string& role, co
     throw;
   } catch (const c10::Error& e) {
     std::string what = e.what_without_backtrace();
-    throw Error(role + ": the model cannot take rows of " + std::to_string(io.features) + " features (the data's width): " +
-                what.substr(0, what.find('\n')));
+    throw Error(role + ": the model cannot take " + input + ": " + what.substr(0, what.find('\n')));
   }
-  bool fits = out.dim() == 2 && out.size(0) == 2 && (out.size(1) == io.classes || (allow_wider && out.size(1) > io.classes));
+  const std::vector<int64_t> expected = io.tokens() ? std::vector<int64_t>{2, t, io.classes} : std::vector<int64_t>{2, io.classes};
+  const std::string what = io.tokens() ? " for tokens [2, " + std::to_string(t) + "], but the vocabulary has "
+                                       : " for a batch of 2 rows, but the data has ";
+  const std::string unit = io.tokens() ? " ids" : " classes";
+  const int64_t dims = static_cast<int64_t>(expected.size());
+  bool leading = out.dim() == dims;
+  for (int64_t d = 0; leading && d + 1 < dims; ++d) leading = out.size(d) == expected[d];
+  const bool wider = leading && out.size(dims - 1) > io.classes;
+  const bool fits = leading && (out.size(dims - 1) == io.classes || (allow_wider && wider));
   if (!fits)
-    throw Error(role + ": " + model.describe() + " outputs " + shape_text(out.sizes()) + " for a batch of 2 rows, but the data has " +
-                std::to_string(io.classes) + " classes (expected [2, " + std::to_string(io.classes) + "]" +
-                (out.dim() == 2 && out.size(1) > io.classes && !allow_wider
+    throw Error(role + ": " + model.describe() + " outputs " + shape_text(out.sizes()) + what + std::to_string(io.classes) +
+                unit + " (expected " + shape_text(expected) + (wider && !allow_wider
                      ? "; if the extra outputs are padding, set loss.vocab to \"truncate\")"
                      : ")"));
 }

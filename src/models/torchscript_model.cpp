@@ -42,21 +42,21 @@ class TorchScriptModel : public Model {
   TorchScriptModel(torch::jit::Module module, std::string path, std::string role)
       : module_(std::move(module)), path_(std::move(path)), role_(std::move(role)) {}
 
-  at::Tensor forward(const at::Tensor& x) override {
+  ModelOutput forward_output(const at::Tensor& x) override {
     c10::IValue out;
     try {
       out = module_.forward({x});
     } catch (const c10::Error& e) {
-      throw Error(role_ + ".path: " + path_ + ": forward() failed on input [" + std::to_string(x.size(0)) + ", " +
-                  std::to_string(x.size(1)) + "]: " + useful_line(e.what_without_backtrace()));
+      throw Error(role_ + ".path: " + path_ + ": forward() failed on input " + shape_text(x.sizes()) + ": " +
+                  useful_line(e.what_without_backtrace()));
     } catch (const std::exception& e) {
-      throw Error(role_ + ".path: " + path_ + ": forward() failed on input [" + std::to_string(x.size(0)) + ", " +
-                  std::to_string(x.size(1)) + "]: " + useful_line(e.what()));
+      throw Error(role_ + ".path: " + path_ + ": forward() failed on input " + shape_text(x.sizes()) + ": " +
+                  useful_line(e.what()));
     }
     if (!out.isTensor())
-      throw Error(role_ + ".path: " + path_ + ": forward() must return one Tensor of logits [N, classes], returned " +
-                  out.tagKind());
-    return out.toTensor();
+      throw Error(role_ + ".path: " + path_ + ": forward() must return one Tensor of logits ([N, classes], or [B, T, "
+                  "vocab] for a language model), returned " + out.tagKind());
+    return {out.toTensor()};
   }
   NamedTensors state() override {
     NamedTensors out;

@@ -5,19 +5,68 @@
 
 #include <nlohmann/json.hpp>
 
+#include "distill/config/schema.h"
 #include "distill/error.h"
 #include "models/builders.h"
 
 namespace distill::models {
 
+// arch "mlp": hidden Linear + ReLU (+ Dropout) layers, then the output Linear.
+struct MlpOptions {
+  std::vector<int64_t> hidden;
+  double dropout = 0.0;
+};
+template <class F> void visit_fields(MlpOptions& c, F&& f) {
+  f("hidden", c.hidden, "mlp, cnn: hidden layer widths (cnn: of the dense head)");
+  f("dropout", c.dropout, "mlp, cnn: dropout probability after each hidden activation");
+}
+
+// arch "cnn": conv blocks on the rows reshaped to [C, H, W], then a dense head.
+struct CnnOptions {
+  std::vector<int64_t> hidden;
+  double dropout = 0.0;
+  std::vector<int64_t> input_shape;
+  std::vector<int64_t> channels;
+};
+template <class F> void visit_fields(CnnOptions& c, F&& f) {
+  f("hidden", c.hidden, "mlp, cnn: hidden layer widths (cnn: of the dense head)");
+  f("dropout", c.dropout, "mlp, cnn: dropout probability after each hidden activation");
+  f("input_shape", c.input_shape, "cnn: [C, H, W] the features are reshaped to");
+  f("channels", c.channels, "cnn: output channels of each 3x3 conv + ReLU + 2x2 max-pool block");
+}
+
 namespace {
+
+void check_widths(const std::vector<int64_t>& v, const std::string& key) {
+  for (size_t i = 0; i < v.size(); ++i)
+    if (v[i] <= 0) schema::range_error(key + "[" + std::to_string(i) + "]", "> 0", std::to_string(v[i]));
+}
+
+void check_dropout(double dropout, const std::string& key) {
+  if (!(dropout >= 0.0 && dropout < 1.0)) schema::range_error(key, "in [0, 1)", schema::fmt_num(dropout));
+}
+
+void validate_mlp(const MlpOptions& c, const std::string& section) {
+  check_widths(c.hidden, section + ".hidden");
+  check_dropout(c.dropout, section + ".dropout");
+}
+
+void validate_cnn(const CnnOptions& c, const std::string& section) {
+  check_widths(c.hidden, section + ".hidden");
+  check_dropout(c.dropout, section + ".dropout");
+  if (c.input_shape.size() != 3)
+    throw Error(section + ".input_shape: cnn needs [C, H, W], got " + std::to_string(c.input_shape.size()) + " values");
+  check_widths(c.input_shape, section + ".input_shape");
+  if (c.channels.empty()) throw Error(section + ".channels: cnn needs at least one conv block, e.g. [16, 32]");
+  check_widths(c.channels, section + ".channels");
+}
 
 class SequentialModel : public Model {
  public:
   SequentialModel(torch::nn::Sequential net, nlohmann::json arch, std::string description)
       : net_(std::move(net)), arch_(std::move(arch)), description_(std::move(description)) {}
 
-  at::Tensor forward(const at::Tensor& x) override { return net_->forward(x); }
+  ModelOutput forward_output(const at::Tensor& x) override { return {net_->forward(x)}; }
   NamedTensors state() override {
     NamedTensors out;
     for (const auto& p : net_->named_parameters()) out.emplace_back(p.key(), p.value());
@@ -54,7 +103,16 @@ void append_dense(torch::nn::Sequential& net, int64_t in, const std::vector<int6
   net->push_back(torch::nn::Linear(in, out));
 }
 
-std::unique_ptr<Model> make_mlp(const ModelConfig& c, const IoShape& io, const std::string& role) {
+// Rows only: a token model needs an arch that embeds tokens.
+void require_rows(const IoShape& io, const std::string& role, const std::string& arch) {
+  if (io.tokens())
+    throw Error(role + ".arch: \"" + arch + "\" classifies rows of features; the data is token sequences, which need a "
+                "language model (arch \"llama\", a Hugging Face folder or a TorchScript LM)");
+}
+
+std::unique_ptr<Model> make_mlp(const ModelConfig& config, const IoShape& io, const std::string& role) {
+  require_rows(io, role, "mlp");
+  const MlpOptions c = schema::read_fields<MlpOptions>(config.options, role);
   torch::nn::Sequential net;
   append_dense(net, io.features, c.hidden, c.dropout, io.classes);
   nlohmann::json arch = {{"arch", "mlp"}, {"in_features", io.features}, {"hidden", c.hidden},
@@ -63,7 +121,9 @@ std::unique_ptr<Model> make_mlp(const ModelConfig& c, const IoShape& io, const s
       net, arch, "mlp " + std::to_string(io.features) + " -> " + list_text(c.hidden) + " -> " + std::to_string(io.classes));
 }
 
-std::unique_ptr<Model> make_cnn(const ModelConfig& c, const IoShape& io, const std::string& role) {
+std::unique_ptr<Model> make_cnn(const ModelConfig& config, const IoShape& io, const std::string& role) {
+  require_rows(io, role, "cnn");
+  const CnnOptions c = schema::read_fields<CnnOptions>(config.options, role);
   const auto& s = c.input_shape;
   int64_t volume = s[0] * s[1] * s[2];
   if (volume != io.features)
@@ -96,15 +156,16 @@ std::unique_ptr<Model> make_cnn(const ModelConfig& c, const IoShape& io, const s
                      " -> " + std::to_string(io.classes));
 }
 
-std::unordered_map<std::string, ModelFactory> register_builtin_models() {
-  return {{"mlp", make_mlp}, {"cnn", make_cnn}};
-}
-
 }  // namespace
 
-const std::unordered_map<std::string, ModelFactory>& builtin_models() {
-  static const auto registry = register_builtin_models();
-  return registry;
+ArchEntry mlp_arch() {
+  return {"mlp", "a multilayer perceptron on rows of features (nn.Sequential of Linear, ReLU, Dropout)",
+          schema::options_schema<MlpOptions>(validate_mlp), make_mlp};
+}
+
+ArchEntry cnn_arch() {
+  return {"cnn", "conv blocks on rows reshaped to [C, H, W], then a dense head (nn.Sequential)",
+          schema::options_schema<CnnOptions>(validate_cnn), make_cnn};
 }
 
 }  // namespace distill::models

@@ -17,11 +17,20 @@ namespace {
 const std::set<std::string> kHarmless = {"train.epochs",      "train.max_steps",       "train.log_every",
                                          "train.eval_every",  "train.eval_batch_size", "train.max_bad_steps",
                                          "checkpoint.every",  "checkpoint.keep_last",  "run.threads",
+                                         "loss.chunk_rows",
                                          "run.device",        "run.out_dir"};
 
 }  // namespace
 
-ConfigChanges compare_configs(const json& before, const json& after) {
+ConfigChanges compare_configs(const json& before_in, const json& after, const json& defaults) {
+  json before = before_in;
+  for (auto sec = after.begin(); sec != after.end(); ++sec) {
+    if (!sec.value().is_object() || !before.contains(sec.key()) || !before[sec.key()].is_object()) continue;
+    const json d = defaults.value(sec.key(), json::object());
+    for (auto it = sec.value().begin(); it != sec.value().end(); ++it)
+      if (!before[sec.key()].contains(it.key()) && d.is_object() && d.contains(it.key()))
+        before[sec.key()][it.key()] = d[it.key()];
+  }
   ConfigChanges changes;
   std::set<std::string> sections;
   for (auto it = before.begin(); it != before.end(); ++it) sections.insert(it.key());

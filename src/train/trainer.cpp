@@ -16,7 +16,10 @@
 #include "distill/io/atomic_file.h"
 #include "distill/io/paths.h"
 #include "distill/io/safetensors.h"
+#include "distill/data/registry.h"
+#include "distill/models/registry.h"
 #include "distill/loss/kd_loss.h"
+#include "distill/loss/output_loss.h"
 #include "distill/train/checkpoint.h"
 #include "distill/train/optim.h"
 #include "distill/train/preemption.h"
@@ -50,15 +53,15 @@ int64_t apply_threads(int64_t threads) {
   return n;
 }
 
-Workspace prepare_workspace(const Config& config, const std::optional<Normalizer>& normalizer) {
+Workspace prepare_workspace(const Config& config, const Metadata* student_metadata) {
   Workspace ws;
   ws.device = resolve_device(config.run.device);
-  ws.data = load_dataset(config.data, normalizer);
-  ws.io = {ws.data.num_features, ws.data.num_classes};
-  if (config.loss.topk > ws.io.classes)
-    throw Error("loss.topk: " + std::to_string(config.loss.topk) + " is more than the " + std::to_string(ws.io.classes) +
-                " classes of the data (the student's outputs); use at most " + std::to_string(ws.io.classes) +
-                ", or 0 for the whole teacher row");
+  ws.data = data_format_named(config.data.format, "data.format").load(config, student_metadata);
+  const IoShape& io = ws.data.io;
+  if (config.loss.topk > io.classes)
+    throw Error("loss.topk: " + std::to_string(config.loss.topk) + " is more than the " + std::to_string(io.classes) +
+                (io.tokens() ? " ids of the vocabulary" : " classes of the data") + " (the student's outputs); use at most " +
+                std::to_string(io.classes) + ", or 0 for the whole teacher row");
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
   if (config.teacher) {
     std::optional<SafetensorsContents> weights;
@@ -66,23 +69,14 @@ Workspace prepare_workspace(const Config& config, const std::optional<Normalizer
     ModelConfig teacher_config = *config.teacher;
     if (!teacher_config.path && !teacher_config.arch)
       teacher_config = arch_from_metadata(teacher_config, weights->metadata, *config.teacher->weights);
-    ws.teacher = make_model(teacher_config, ws.io, "teacher");
+    ws.teacher = make_model(teacher_config, io, "teacher");
     if (weights) {
       load_weights(*ws.teacher, *weights, *config.teacher->weights);
-      // A teacher trained by distill sees its inputs as it was trained to: normalised by its stored statistics.
-      if (auto it = weights->metadata.find("normalizer"); it != weights->metadata.end()) {
-        json j = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-        Normalizer own = Normalizer::from_json(j, *config.teacher->weights);
-        if (own.shift.size() != 0 && static_cast<int64_t>(own.shift.size()) != ws.io.features)
-          throw Error(*config.teacher->weights + ": the teacher was trained on " + std::to_string(own.shift.size()) +
-                      " features, the data has " + std::to_string(ws.io.features));
-        ws.data.teacher_train_x = own.apply(ws.data.raw_train_x);
-        ws.data.teacher_val_x = own.apply(ws.data.raw_val_x);
-      }
+      if (ws.data.fit_teacher) ws.data.fit_teacher(weights->metadata, *config.teacher->weights);
     }
     ws.teacher->to(ws.device);
     ws.teacher->set_requires_grad(false);
-    check_model_io(*ws.teacher, ws.io, "teacher", ws.device, /*allow_wider=*/config.loss.vocab == "truncate");
+    check_model_io(*ws.teacher, io, "teacher", ws.device, /*allow_wider=*/config.loss.vocab == "truncate");
   }
   // Seed again so the student's initialisation does not depend on whether a teacher was built.
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
@@ -92,11 +86,11 @@ Workspace prepare_workspace(const Config& config, const std::optional<Normalizer
   ModelConfig student_config = config.student;
   if (!student_config.path && !student_config.arch)
     student_config = arch_from_metadata(student_config, init_weights->metadata, *init);
-  ws.student = make_model(student_config, ws.io, "student");
+  ws.student = make_model(student_config, io, "student");
   if (init_weights) load_weights(*ws.student, *init_weights, *init);
   ws.student->to(ws.device);
   ws.student->set_requires_grad(true);
-  check_model_io(*ws.student, ws.io, "student", ws.device);
+  check_model_io(*ws.student, io, "student", ws.device);
   return ws;
 }
 
@@ -104,6 +98,7 @@ namespace {
 
 struct StepResult {
   double loss = 0, kd = 0, ce = 0, grad_norm = 0;
+  int64_t examples = 0;  // rows or sequences the step read
   bool skipped = false;
 };
 
@@ -132,25 +127,29 @@ class Trainer {
  public:
   Trainer(const Config& config, Workspace& ws, RunLog& log, const std::string& out_dir, ResumePoint* resume)
       : c_(config), ws_(ws), log_(log), out_dir_(out_dir) {
-    n_train_ = ws.data.train_x.size(0);
+    n_train_ = ws.data.train->size();
     rows_per_step_ = c_.train.batch_size * c_.train.grad_accum;
     steps_per_epoch_ = (n_train_ + rows_per_step_ - 1) / rows_per_step_;
     total_steps_ = total_steps(c_, n_train_);
+    eval_batch_size_ = c_.train.eval_batch_size > 0 ? c_.train.eval_batch_size
+                                                    : (ws.data.io.tokens() ? c_.train.batch_size : 1024);
     for (auto& [name, t] : ws_.student->state())
       if (t.requires_grad()) param_names_.push_back(name);
     params_ = ws_.student->parameters();
     optimizer_ = make_optimizer(c_.optim, params_);
-    loss_options_ = KdLossOptions::from_config(c_.loss);
+    loss_options_.kd = KdLossOptions::from_config(c_.loss);
+    loss_options_.topk = c_.loss.topk;
+    loss_options_.chunk_rows = c_.loss.chunk_rows;
     if (resume) restore(*resume);
-    if (ws_.teacher)
-      teacher_val_logits_ = predict_logits(*ws_.teacher, ws_.data.teacher_val_x, c_.train.eval_batch_size, ws_.device);
     stop_after_step_ = env_int("DISTILL_TEST_STOP_AFTER_STEP");
   }
 
+  // train.max_steps > 0 sets the number of steps (over as many epochs as it takes), as in Hugging Face's
+  // Trainer; else train.epochs passes over the data.
   static int64_t total_steps(const Config& c, int64_t n_train) {
-    int64_t per_epoch = (n_train + c.train.batch_size * c.train.grad_accum - 1) / (c.train.batch_size * c.train.grad_accum);
-    int64_t total = c.train.epochs > 0 ? c.train.epochs * per_epoch : c.train.max_steps;
-    return c.train.max_steps > 0 ? std::min(total, c.train.max_steps) : total;
+    if (c.train.max_steps > 0) return c.train.max_steps;
+    const int64_t per_step = c.train.batch_size * c.train.grad_accum;
+    return c.train.epochs * ((n_train + per_step - 1) / per_step);
   }
 
   TrainSummary run() {
@@ -159,19 +158,19 @@ class Trainer {
     s.out_dir = out_dir_;
     s.resumed_from_step = resumed_from_step_;
     log_.info("training " + ws_.student->describe() + " (" + std::to_string(ws_.student->parameter_count()) +
-              " parameters) on " + std::to_string(n_train_) + " rows, steps " + std::to_string(step_ + 1) + ".." +
+              " parameters) on " + ws_.data.train->describe() + ", steps " + std::to_string(step_ + 1) + ".." +
               std::to_string(total_steps_) + " (" + std::to_string(steps_per_epoch_) + " per epoch) on " + ws_.device.str());
     StepResult interval;
     int64_t interval_steps = 0;
     auto interval_start = std::chrono::steady_clock::now();
     for (int64_t epoch = epoch_; step_ < total_steps_; ++epoch) {
-      at::Tensor order = epoch_order(epoch);
       int64_t first_row = epoch == epoch_ ? next_row_ : 0;
       for (int64_t begin = first_row; begin < n_train_ && step_ < total_steps_; begin += rows_per_step_) {
         int64_t end = std::min(n_train_, begin + rows_per_step_);
-        StepResult r = train_step(order.slice(0, begin, end));
+        StepResult r = train_step(epoch, begin, end);
         ++step_;
         bool epoch_end = end == n_train_;
+        interval.examples += r.examples;
         if (!r.skipped) {
           interval.loss += r.loss; interval.kd += r.kd; interval.ce += r.ce; interval.grad_norm += r.grad_norm;
           ++interval_steps;
@@ -250,46 +249,58 @@ class Trainer {
     lr_ = learning_rate_at(c_.optim, std::max<int64_t>(0, step_ - 1), total_steps_);
   }
 
-  at::Tensor epoch_order(int64_t epoch) const {
-    if (!c_.data.shuffle) return torch::arange(n_train_, torch::kInt64);
-    uint64_t seed = static_cast<uint64_t>(c_.run.seed) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(epoch) + 1;
-    auto order = seeded_permutation(n_train_, seed);
-    return torch::tensor(order, torch::kInt64);
-  }
-
-  // Forward: teacher (no grad), student, loss over one micro-batch; the loss is divided by the rows of the
-  // whole optimizer step so that micro-batches add up to the step's mean.
-  LossTerms forward(const at::Tensor& rows, double step_rows) {
-    at::Tensor x = ws_.data.train_x.index_select(0, rows).to(ws_.device);
-    at::Tensor y = ws_.data.train_y.index_select(0, rows).to(ws_.device);
-    at::Tensor teacher_logits;
-    if (ws_.teacher) {
+  // Forward: teacher (no grad), student, loss over one micro-batch; the loss is divided by the valid targets
+  // of the whole optimizer step so that micro-batches add up to the step's mean.
+  LossTerms forward(const Batch& batch, double step_targets) {
+    const at::Tensor x = batch.student_input.to(ws_.device);
+    const at::Tensor y = batch.targets.to(ws_.device);
+    SparseTeacher cached;
+    if (batch.sparse_teacher.index.defined()) {
+      cached.index = batch.sparse_teacher.index.to(ws_.device);
+      cached.logits = batch.sparse_teacher.logits.to(ws_.device);
+      if (batch.sparse_teacher.lse.defined()) cached.lse = batch.sparse_teacher.lse.to(ws_.device);
+    }
+    ModelOutput teacher;
+    const bool run_teacher = ws_.teacher && !cached.index.defined();
+    if (run_teacher) {
       torch::NoGradGuard no_grad;
-      const bool same_inputs = ws_.data.teacher_train_x.is_same(ws_.data.train_x);
-      teacher_logits = ws_.teacher->forward(same_inputs ? x : ws_.data.teacher_train_x.index_select(0, rows).to(ws_.device));
+      teacher = ws_.teacher->forward_output(batch.teacher_input.is_same(batch.student_input) ? x : batch.teacher_input.to(ws_.device));
     }
-    at::Tensor student_logits = ws_.student->forward(x);
-    if (teacher_logits.defined() && c_.loss.topk > 0) {
-      const SparseTeacher sparse = sparse_teacher_topk(teacher_logits, c_.loss.topk, student_logits.size(1), loss_options_);
-      return kd_loss_sparse(student_logits, sparse, y, loss_options_, step_rows);
-    }
-    return kd_loss(student_logits, teacher_logits, y, loss_options_, step_rows);
+    const ModelOutput student = ws_.student->forward_output(x);
+    return output_kd_loss(student, run_teacher ? &teacher : nullptr, cached, y, loss_options_, step_targets);
   }
 
-  StepResult train_step(const at::Tensor& step_rows) {
+  // One optimizer step over examples [begin, end) of `epoch`, in micro-batches of train.batch_size.
+  StepResult train_step(int64_t epoch, int64_t begin, int64_t end) {
+    std::vector<Batch> batches;
+    int64_t valid = 0;
+    for (int64_t b = begin; b < end; b += c_.train.batch_size) {
+      batches.push_back(ws_.data.train->batch(epoch, b, std::min(end, b + c_.train.batch_size)));
+      valid += batches.back().valid_targets;
+    }
+    StepResult r;
+    r.examples = end - begin;
+    if (valid == 0) {
+      r.skipped = true;
+      log_.warn("step " + std::to_string(step_ + 1) + ": every target of the step is loss.ignore_index (" +
+                std::to_string(c_.loss.ignore_index) + "), nothing to learn from; step skipped");
+      log_.event({{"event", "empty_step"}, {"step", step_ + 1}});
+      return r;
+    }
     ws_.student->set_training(true);
     optimizer_->zero_grad();
-    const double n_rows = static_cast<double>(step_rows.size(0));
     // The terms add up where they are computed: one device-to-host copy per step, not per micro-batch.
     at::Tensor terms = torch::zeros({3}, torch::TensorOptions().device(ws_.device));
-    for (int64_t b = 0; b < step_rows.size(0); b += c_.train.batch_size) {
-      LossTerms t = forward(step_rows.slice(0, b, std::min(step_rows.size(0), b + c_.train.batch_size)), n_rows);
+    for (const Batch& batch : batches) {
+      LossTerms t = forward(batch, static_cast<double>(valid));
       t.loss.backward();
       terms += torch::stack({t.loss.detach(), t.kd, t.ce});  // float32 scalars
     }
     const at::Tensor host = terms.to(torch::kCPU, torch::kDouble);
     const double* v = host.data_ptr<double>();
-    return update(v[0], v[1], v[2]);
+    StepResult u = update(v[0], v[1], v[2]);
+    u.examples = r.examples;
+    return u;
   }
 
   // Update: clip, check, learning rate, step. A non-finite loss or gradient norm skips the step.
@@ -330,49 +341,42 @@ class Trainer {
   }
 
   void log_train(int64_t epoch, const StepResult& sum, int64_t n, double seconds) {
-    if (n == 0) return;
+    if (n == 0) return;  // every step of the interval was skipped
     double k = 1.0 / static_cast<double>(n);
-    double rows_per_s = seconds > 0 ? static_cast<double>((step_ - logged_step_) * rows_per_step_) / seconds : 0;
+    const bool tokens = ws_.data.io.tokens();
+    const double per_example = tokens ? static_cast<double>(ws_.data.io.seq_len) : 1.0;
+    const double rate = seconds > 0 ? static_cast<double>(sum.examples) * per_example / seconds : 0;
     json e = {{"event", "train"}, {"step", step_}, {"epoch", epoch + 1}, {"loss", sum.loss * k}, {"ce", sum.ce * k},
-              {"lr", lr_},        {"grad_norm", sum.grad_norm * k},   {"rows_per_s", rows_per_s}};
+              {"lr", lr_},        {"grad_norm", sum.grad_norm * k},   {tokens ? "tokens_per_s" : "rows_per_s", rate}};
     if (ws_.teacher) e["kd"] = sum.kd * k;
     log_.event(e);
     char terms[96] = "";
     if (ws_.teacher) std::snprintf(terms, sizeof terms, " (kd %.4f ce %.4f)", sum.kd * k, sum.ce * k);
     char line[256];
-    std::snprintf(line, sizeof line, "step %lld/%lld  epoch %lld  loss %.4f%s  lr %.3g  |g| %.3g  %.0f rows/s",
+    std::snprintf(line, sizeof line, "step %lld/%lld  epoch %lld  loss %.4f%s  lr %.3g  |g| %.3g  %.0f %s/s",
                   static_cast<long long>(step_), static_cast<long long>(total_steps_), static_cast<long long>(epoch + 1),
-                  sum.loss * k, terms, lr_, sum.grad_norm * k, rows_per_s);
+                  sum.loss * k, terms, lr_, sum.grad_norm * k, rate, tokens ? "tokens" : "rows");
     log_.info(line);
   }
 
   EvalResult run_eval(const char* kind, bool record = true) {
-    at::Tensor student_logits = predict_logits(*ws_.student, ws_.data.val_x, c_.train.eval_batch_size, ws_.device);
-    EvalResult r = evaluate_logits(student_logits, teacher_val_logits_, ws_.data.val_y, c_.loss);
+    EvalResult r = evaluate(*ws_.student, ws_.teacher.get(), *ws_.data.val, c_.loss, eval_batch_size_,
+                            c_.loss.chunk_rows, ws_.device);
     if (!record) return r;
     json e = r.to_json();
     e["event"] = kind;
     e["step"] = step_;
     log_.event(e);
-    char line[256];
-    if (r.has_teacher)
-      std::snprintf(line, sizeof line, "%s @ step %lld: val accuracy %.2f%% (teacher %.2f%%, agreement %.2f%%), val kd %.4f, val ce %.4f",
-                    kind, static_cast<long long>(step_), 100 * r.student_accuracy, 100 * r.teacher_accuracy,
-                    100 * r.agreement, r.kd_loss, r.ce_loss);
-    else
-      std::snprintf(line, sizeof line, "%s @ step %lld: val accuracy %.2f%%, val ce %.4f", kind,
-                    static_cast<long long>(step_), 100 * r.student_accuracy, r.ce_loss);
-    log_.info(line);
+    log_.info(std::string(kind) + " @ step " + std::to_string(step_) + ": " + eval_summary(r));
     return r;
   }
 
   Metadata student_metadata() const {
-    return {{"format", "pt"},
-            {"distill_version", DISTILL_VERSION},
-            {"arch", ws_.student->arch_json().dump()},
-            {"normalizer", ws_.data.normalizer.to_json().dump()},
-            {"num_features", std::to_string(ws_.io.features)},
-            {"num_classes", std::to_string(ws_.io.classes)}};
+    Metadata meta = ws_.data.student_metadata;
+    meta["format"] = "pt";
+    meta["distill_version"] = DISTILL_VERSION;
+    meta["arch"] = ws_.student->arch_json().dump();
+    return meta;
   }
 
   // Everything a bit-exact resume needs: weights, optimizer state, RNG states, and where in the data order
@@ -414,9 +418,32 @@ class Trainer {
   std::vector<std::string> param_names_;
   std::vector<at::Tensor> params_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
-  KdLossOptions loss_options_;
-  at::Tensor teacher_val_logits_;
+  OutputLossOptions loss_options_;
+  int64_t eval_batch_size_ = 0;
 };
+
+void check_batch_size(const Config& config, const Workspace& ws) {
+  const int64_t n = ws.data.train->size();
+  if (config.train.batch_size > n)
+    throw Error("train.batch_size: " + std::to_string(config.train.batch_size) + " is larger than the " +
+                std::to_string(n) + (ws.data.io.tokens() ? " training sequences" : " training rows") + " (" +
+                ws.data.train->describe() + "); lower it or add data");
+}
+
+// Every key's default, for the sections, formats and architectures `config` uses: a checkpoint written before
+// a key existed holds that key's default.
+json config_defaults(const Config& config) {
+  Config plain;
+  plain.teacher.emplace();
+  json d = to_json(plain);
+  auto add = [&](const char* section, const std::vector<schema::FieldInfo>& fields) {
+    for (const auto& f : fields) d[section][f.key] = f.default_value;
+  };
+  add("data", data_format_named(config.data.format, "data.format").options.fields);
+  if (config.teacher && config.teacher->arch) add("teacher", arch_named(*config.teacher->arch, "teacher.arch").options.fields);
+  if (config.student.arch) add("student", arch_named(*config.student.arch, "student.arch").options.fields);
+  return d;
+}
 
 bool holds_run(const std::string& out_dir) {
   return paths::exists(paths::join(out_dir, "config.json"));
@@ -453,18 +480,15 @@ void prepare_out_dir(const std::string& out_dir, ExistingRun existing, bool resu
   }
 }
 
-// Finds and checks the checkpoint --resume names. nullopt: "auto" on a run that never wrote one (it starts
-// over: nothing is lost).
+// Finds and checks the checkpoint --resume names. nullopt: "auto" on a folder without a checkpoint, which
+// starts the run from step 0 (a new run, or one that never wrote a checkpoint: nothing is lost). So a
+// requeued job runs `--resume auto` every time, the first time too.
 std::optional<ResumePoint> find_resume(const Config& config, const std::string& how) {
   const std::string& out_dir = config.run.out_dir;
   std::optional<std::string> path;
   if (how == "auto") {
     path = latest_checkpoint(paths::join(out_dir, "checkpoints"));
-    if (!path) {
-      if (holds_run(out_dir)) return std::nullopt;
-      throw Error("--resume auto: " + out_dir + " holds no run to resume (no checkpoints/, no config.json); "
-                  "start it without --resume, or point --out at the run's folder");
-    }
+    if (!path) return std::nullopt;
   } else if (paths::is_directory(how)) {
     path = latest_checkpoint(paths::join(how, "checkpoints"));
     if (!path) path = latest_checkpoint(how);
@@ -497,7 +521,7 @@ std::optional<ResumePoint> find_resume(const Config& config, const std::string& 
   } catch (const json::exception&) {
     throw Error(*path + ": the checkpoint's state metadata is incomplete; resume from an older checkpoint");
   }
-  ConfigChanges changes = compare_configs(before, to_json(config));
+  ConfigChanges changes = compare_configs(before, to_json(config), config_defaults(config));
   if (!changes.incompatible.empty()) {
     std::string list;
     for (const auto& c : changes.incompatible) list += (list.empty() ? "" : "; ") + c;
@@ -514,16 +538,14 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
   apply_threads(config.run.threads);
   kd_loss_cpu_isa();  // a bad DISTILL_CPU_ISA is reported before anything is written
   Workspace ws = prepare_workspace(config);
-  if (config.train.batch_size > ws.data.train_x.size(0))
-    throw Error("train.batch_size: " + std::to_string(config.train.batch_size) + " is larger than the " +
-                std::to_string(ws.data.train_x.size(0)) + " training rows; lower it or add data");
+  check_batch_size(config, ws);
   const std::string& out_dir = config.run.out_dir;
   std::optional<ResumePoint> resume;
   if (!options.resume.empty()) {
     if (options.existing == ExistingRun::overwrite) throw Error("--resume and --overwrite contradict each other; choose one");
     resume = find_resume(config, options.resume);
     bool summarised = paths::exists(paths::join(out_dir, "summary.json"));
-    if (resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train_x.size(0))) {
+    if (resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train->size())) {
       // Nothing left to train: report the checkpoint's accuracy and touch no file.
       RunLog console("");
       Trainer trainer(config, ws, console, out_dir, &*resume);
@@ -549,7 +571,7 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
     for (const auto& c : resume->harmless_changes) log.info("config change accepted on resume: " + c);
     log.event({{"event", "resume"}, {"step", resume->step}, {"checkpoint", resume->path}, {"changes", resume->harmless_changes}});
   } else if (!options.resume.empty()) {
-    log.info("no checkpoint in " + out_dir + " yet: starting from step 0");
+    log.info("--resume " + options.resume + ": no checkpoint in " + out_dir + " yet; starting from step 0");
   }
   if (ws.teacher)
     log.info("teacher: " + ws.teacher->describe() + " (" + std::to_string(ws.teacher->parameter_count()) + " parameters)");
@@ -563,44 +585,26 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
 EvalResult evaluate_weights(const Config& config_in, const std::string& weights_path) {
   apply_threads(config_in.run.threads);
   SafetensorsContents weights = load_safetensors(weights_path);
-  std::optional<Normalizer> normalizer;
   Config config = config_in;
-  if (auto it = weights.metadata.find("normalizer"); it != weights.metadata.end()) {
-    json j = json::parse(it->second, nullptr, /*allow_exceptions=*/false);
-    if (j.is_discarded()) throw Error(weights_path + ": metadata 'normalizer' is not valid JSON");
-    normalizer = Normalizer::from_json(j, weights_path);
-  }
-  if (auto it = weights.metadata.find("num_classes"); it != weights.metadata.end() && !config.data.num_classes) {
-    try {
-      config.data.num_classes = std::stoll(it->second);
-    } catch (const std::exception&) {
-      throw Error(weights_path + ": metadata 'num_classes' is not an integer");
-    }
-  }
   if (!config.student.path && !config.student.arch)
     config.student = arch_from_metadata(config.student, weights.metadata, weights_path);
   config.student.init.reset();
   config.student.weights.reset();
-  Workspace ws = prepare_workspace(config, normalizer);
+  Workspace ws = prepare_workspace(config, &weights.metadata);
   load_weights(*ws.student, weights, weights_path);
-  at::Tensor student_logits = predict_logits(*ws.student, ws.data.val_x, config.train.eval_batch_size, ws.device);
-  at::Tensor teacher_logits;
-  if (ws.teacher) teacher_logits = predict_logits(*ws.teacher, ws.data.teacher_val_x, config.train.eval_batch_size, ws.device);
-  return evaluate_logits(student_logits, teacher_logits, ws.data.val_y, config.loss);
+  const int64_t batch = config.train.eval_batch_size > 0 ? config.train.eval_batch_size
+                                                         : (ws.data.io.tokens() ? config.train.batch_size : 1024);
+  return evaluate(*ws.student, ws.teacher.get(), *ws.data.val, config.loss, batch, config.loss.chunk_rows, ws.device);
 }
 
 std::vector<std::string> validate_run(const Config& config) {
   Workspace ws = prepare_workspace(config);
+  check_batch_size(config, ws);
   std::vector<std::string> lines;
-  int64_t n_train = ws.data.train_x.size(0);
-  if (config.train.batch_size > n_train)
-    throw Error("train.batch_size: " + std::to_string(config.train.batch_size) + " is larger than the " +
-                std::to_string(n_train) + " training rows; lower it or add data");
   if (paths::exists(paths::join(config.run.out_dir, "config.json")))
-    lines.push_back("note: run.out_dir " + config.run.out_dir + " already holds a run; `train` will need --overwrite");
-  lines.push_back("data: " + std::to_string(n_train) + " training rows, " + std::to_string(ws.data.val_x.size(0)) +
-                  " validation rows, " + std::to_string(ws.io.features) + " features, " + std::to_string(ws.io.classes) +
-                  " classes, normalize " + ws.data.normalizer.kind);
+    lines.push_back("note: run.out_dir " + config.run.out_dir + " already holds a run; `train` will need --overwrite "
+                    "or --resume auto");
+  for (const auto& line : ws.data.summary) lines.push_back(line);
   if (ws.teacher)
     lines.push_back("teacher: " + ws.teacher->describe() + ", " + std::to_string(ws.teacher->parameter_count()) + " parameters");
   else

@@ -53,12 +53,12 @@ TEST_CASE("dataset: split is seeded, disjoint, and normalisation uses training r
   std::string text;
   for (int i = 0; i < 100; ++i) text += std::to_string(i) + "," + std::to_string(i * 2) + "," + std::to_string(i % 3) + "\n";
   distill::test::write_text(dir / "d.csv", text);
-  distill::DataConfig c;
-  c.path = dir / "d.csv";
+  distill::CsvOptions c;
+  const std::string path = dir / "d.csv";
   c.val_fraction = 0.25;
   c.normalize = "standard";
-  auto a = distill::load_dataset(c);
-  auto b = distill::load_dataset(c);
+  auto a = distill::load_dataset(path, std::nullopt, c);
+  auto b = distill::load_dataset(path, std::nullopt, c);
   CHECK(a.train_x.size(0) == 75);
   CHECK(a.val_x.size(0) == 25);
   CHECK(torch::equal(a.raw_val_x, b.raw_val_x));
@@ -68,15 +68,15 @@ TEST_CASE("dataset: split is seeded, disjoint, and normalisation uses training r
   CHECK(std::get<0>(torch::_unique(torch::cat({tr, va}))).numel() == 100);
   CHECK(a.train_x.mean(0).abs().max().item<float>() < 1e-4f);
   c.split_seed = 1;
-  auto other = distill::load_dataset(c);
+  auto other = distill::load_dataset(path, std::nullopt, c);
   CHECK_FALSE(torch::equal(other.raw_val_x, a.raw_val_x));
   c.train_rows = 10;
-  CHECK(distill::load_dataset(c).train_x.size(0) == 10);
+  CHECK(distill::load_dataset(path, std::nullopt, c).train_x.size(0) == 10);
   c.train_rows = 500;
-  CHECK_THROWS_WITH(distill::load_dataset(c), Catch::Contains("data.train_rows: 500 is more than the 75 training rows"));
+  CHECK_THROWS_WITH(distill::load_dataset(path, std::nullopt, c), Catch::Contains("data.train_rows: 500 is more than the 75 training rows"));
   c.train_rows = 0;
   c.num_classes = 2;
-  CHECK_THROWS_WITH(distill::load_dataset(c), Catch::Contains("labels must lie in [0, num_classes)"));
+  CHECK_THROWS_WITH(distill::load_dataset(path, std::nullopt, c), Catch::Contains("labels must lie in [0, num_classes)"));
 }
 
 TEST_CASE("seeded_permutation is a fixed, platform-independent permutation") {

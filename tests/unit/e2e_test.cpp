@@ -117,3 +117,36 @@ TEST_CASE("e2e: a TorchScript student is trained and saved back as TorchScript")
   auto inspect = run_distill("inspect " + (dir / "run/student.pt"));
   CHECK_THAT(inspect.output, Catch::Contains("0.weight"));
 }
+
+TEST_CASE("e2e: the normaliser counts valid targets, and a step with none is skipped with a warning") {
+  // Labels 0, 1 and 2; rows labelled 2 are loss.ignore_index. In file order (no shuffle), with 4 rows per step,
+  // the first step holds only label-2 rows: nothing to learn from, so it is skipped. The second step holds two
+  // valid rows of four: its loss is their mean, not a quarter of their sum.
+  distill::test::ScratchDir dir("e2e-ignore");
+  std::string text;
+  const int labels[] = {2, 2, 2, 2, 0, 2, 1, 2, 0, 1, 0, 1};
+  for (int i = 0; i < 12; ++i) text += std::to_string(i % 5) + "," + std::to_string((i * 7) % 3) + "," + std::to_string(labels[i]) + "\n";
+  distill::test::write_text(dir / "d.csv", text);
+  distill::test::write_text(dir / "v.csv", "1,1,0\n2,0,1\n");
+  json config = {{"run", {{"out_dir", dir / "run"}, {"threads", 1}}},
+                 {"data", {{"path", dir / "d.csv"}, {"val_path", dir / "v.csv"}, {"shuffle", false}, {"num_classes", 3}}},
+                 {"student", {{"arch", "mlp"}, {"hidden", {4}}}},
+                 {"loss", {{"ignore_index", 2}}},
+                 {"optim", {{"name", "sgd"}, {"lr", 0.0001}, {"momentum", 0.0}, {"weight_decay", 0.0}}},
+                 {"train", {{"epochs", 1}, {"batch_size", 2}, {"grad_accum", 2}, {"log_every", 1}}}};
+  distill::test::write_text(dir / "c.json", config.dump());
+  auto r = run_distill("train --config " + (dir / "c.json"));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  CHECK_THAT(r.output, Catch::Contains("step 1: every target of the step is loss.ignore_index"));
+  auto empty = events(dir / "run/metrics.jsonl", "empty_step");
+  REQUIRE(empty.size() == 1);
+  CHECK(empty[0]["step"] == 1);
+  auto train = events(dir / "run/metrics.jsonl", "train");
+  REQUIRE(train.size() == 2);  // steps 2 and 3: step 1 was skipped and logs nothing
+  CHECK(train[0]["step"] == 2);
+  // A mean over valid rows of a 3-class cross-entropy at near-initial weights is near log 3; a quarter-weighted
+  // sum over the step's four rows would be near log(3) / 2.
+  CHECK(train[0]["loss"].get<double>() > 0.8);
+  CHECK(train[0]["loss"].get<double>() < 1.6);
+}

@@ -22,8 +22,7 @@ std::vector<std::string> names_of(distill::Model& m) {
 ModelConfig mlp(std::vector<int64_t> hidden, double dropout = 0) {
   ModelConfig c;
   c.arch = "mlp";
-  c.hidden = std::move(hidden);
-  c.dropout = dropout;
+  c.options = {{"hidden", hidden}, {"dropout", dropout}};
   return c;
 }
 
@@ -45,18 +44,16 @@ TEST_CASE("zoo: mlp parameter names and shapes equal PyTorch's nn.Sequential") {
 TEST_CASE("zoo: cnn reshapes rows to [C, H, W] and names parameters like nn.Sequential") {
   ModelConfig c;
   c.arch = "cnn";
-  c.input_shape = {1, 8, 8};
-  c.channels = {4, 8};
-  c.hidden = {12};
+  c.options = {{"input_shape", {1, 8, 8}}, {"channels", {4, 8}}, {"hidden", {12}}};
   auto m = distill::make_model(c, {64, 10}, "teacher");
   CHECK(names_of(*m) == std::vector<std::string>{"1.weight", "1.bias", "4.weight", "4.bias", "8.weight", "8.bias",
                                                  "10.weight", "10.bias"});
   CHECK(m->forward(torch::randn({3, 64})).sizes() == at::IntArrayRef({3, 10}));
-  c.input_shape = {1, 7, 7};
+  c.options["input_shape"] = {1, 7, 7};
   CHECK_THROWS_WITH(distill::make_model(c, {64, 10}, "teacher"),
                     Catch::Contains("teacher.input_shape: [1, 7, 7] holds 49 values but the data has 64 features"));
-  c.input_shape = {4, 2, 2};
-  c.channels = {4, 4, 4};
+  c.options["input_shape"] = {4, 2, 2};
+  c.options["channels"] = {4, 4, 4};
   CHECK_THROWS_WITH(distill::make_model(c, {16, 10}, "teacher"), Catch::Contains("teacher.channels: 3 conv blocks"));
 }
 
@@ -88,8 +85,8 @@ TEST_CASE("arch from distill metadata rebuilds the model") {
   ModelConfig bare;
   ModelConfig rebuilt = distill::arch_from_metadata(bare, meta, "w.safetensors");
   CHECK(rebuilt.arch.value() == "mlp");
-  CHECK(rebuilt.hidden == std::vector<int64_t>{16, 4});
-  CHECK(rebuilt.dropout == Approx(0.2));
+  CHECK(rebuilt.options.at("hidden") == nlohmann::json::array({16, 4}));
+  CHECK(rebuilt.options.at("dropout").get<double>() == Approx(0.2));
   CHECK_THROWS_WITH(distill::arch_from_metadata(bare, {}, "w.safetensors"), Catch::Contains("no 'arch' metadata"));
 }
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
+#include <nlohmann/json.hpp>
 
 namespace distill {
 
@@ -19,28 +19,36 @@ struct RunConfig {
   int64_t threads = 0;          // 0 = one per core
 };
 
+// A file, a glob ("shards/train-*.bin") or a list of them: what data.path and data.val_path take. JSON: a
+// string, or an array of strings. Relative entries are relative to the config file.
+struct PathList {
+  std::vector<std::string> items;
+  bool empty() const { return items.empty(); }
+  bool operator==(const PathList& o) const { return items == o.items; }
+};
+// One entry is written as a string, more as an array.
+inline void to_json(nlohmann::json& j, const PathList& p) {
+  j = p.items.size() == 1 ? nlohmann::json(p.items[0]) : nlohmann::json(p.items);
+}
+
+// The keys every data format has; each format adds its own (`options`, flat in the section beside these),
+// declared by its entry in the data format registry (include/distill/data/registry.h).
 struct DataConfig {
   std::string format = "csv";
-  std::string path;                    // required
-  std::optional<int64_t> label_column; // default: the last column; negative counts from the end
-  double val_fraction = 0.2;
-  std::optional<std::string> val_path; // a separate validation file; then all of `path` trains
+  PathList path;                    // required
+  std::optional<PathList> val_path; // a separate validation set
   bool shuffle = true;
-  std::string normalize = "none";      // none | standard | scale
-  int64_t train_rows = 0;              // 0 = all; else the first N rows of the (split) training set
-  int64_t split_seed = 0;              // the train/val split depends on this, not on run.seed
-  std::optional<int64_t> num_classes;  // default: largest label + 1 over train and val
+  nlohmann::json options = nlohmann::json::object();  // the format's keys, defaults filled in once loaded
 };
 
+// The keys every model section has; a built-in `arch` adds its own (`options`), declared by its entry in the
+// architecture registry (include/distill/models/registry.h).
 struct ModelConfig {
-  std::optional<std::string> path;     // a TorchScript module (.pt)
-  std::optional<std::string> arch;     // built-in: mlp | cnn
-  std::vector<int64_t> hidden;         // mlp: hidden widths; cnn: widths of the dense head
-  double dropout = 0.0;
-  std::vector<int64_t> input_shape;    // cnn: [C, H, W]; the features are reshaped to it
-  std::vector<int64_t> channels;       // cnn: output channels of each conv block
+  std::optional<std::string> path;     // a TorchScript module (.pt) or a Hugging Face model folder
+  std::optional<std::string> arch;     // a built-in architecture
   std::optional<std::string> weights;  // safetensors to load (teacher: its trained weights)
   std::optional<std::string> init;     // student only: safetensors to start from
+  nlohmann::json options = nlohmann::json::object();  // the arch's keys, defaults filled in once loaded
 };
 
 struct LossConfig {
@@ -53,6 +61,7 @@ struct LossConfig {
   std::string vocab = "error";  // error | truncate: what to do when the teacher has more outputs
   int64_t topk = 0;                  // > 0: a sparse teacher, its k largest logits per row; 0 = the whole row
   std::string topk_tail = "ignore";  // ignore | tail: the teacher mass outside the top-k
+  int64_t chunk_rows = 0;            // language models: positions per chunk of the output head; 0 = automatic
 };
 
 struct OptimConfig {
@@ -73,12 +82,12 @@ struct OptimConfig {
 
 struct TrainConfig {
   int64_t epochs = 10;
-  int64_t max_steps = 0;    // > 0: stop after this many optimizer steps (whatever epochs says)
-  int64_t batch_size = 64;  // rows per micro-batch
+  int64_t max_steps = 0;    // > 0: the number of optimizer steps (overrides epochs)
+  int64_t batch_size = 64;  // examples (rows or sequences) per micro-batch
   int64_t grad_accum = 1;   // micro-batches per optimizer step
   int64_t eval_every = 0;   // optimizer steps between evaluations; 0 = at the end of every epoch
   int64_t log_every = 10;   // optimizer steps between log lines
-  int64_t eval_batch_size = 1024;
+  int64_t eval_batch_size = 0;  // 0: 1024 rows, or train.batch_size sequences
   int64_t max_bad_steps = 20;  // consecutive non-finite steps (skipped) before the run stops with an error
 };
 
@@ -106,24 +115,14 @@ template <class F> void visit_fields(RunConfig& c, F&& f) {
   f("threads", c.threads, "CPU threads for ATen; 0 = one per core");
 }
 template <class F> void visit_fields(DataConfig& c, F&& f) {
-  f("format", c.format, "data format: csv (optionally gzip-compressed, .csv.gz)");
-  f("path", c.path, "training data file (relative paths are relative to the config file)");
-  f("label_column", c.label_column, "column holding the integer class label; default last; negative counts from the end");
-  f("val_fraction", c.val_fraction, "fraction of `path` held out for validation (ignored with val_path)");
-  f("val_path", c.val_path, "separate validation file; then every row of `path` trains");
-  f("shuffle", c.shuffle, "reshuffle the training rows every epoch");
-  f("normalize", c.normalize, "none | standard (zero mean, unit variance) | scale (min-max to [0,1]); statistics from the training split, stored with the student");
-  f("train_rows", c.train_rows, "use only the first N training rows (a small labelled transfer set); 0 = all");
-  f("split_seed", c.split_seed, "seed of the train/validation split");
-  f("num_classes", c.num_classes, "number of classes; default largest label + 1");
+  f("format", c.format, "data format (the formats and their keys are listed below)");
+  f("path", c.path, "training data: a file, a glob or a list of them (relative paths are relative to the config file)");
+  f("val_path", c.val_path, "separate validation data (a file, a glob or a list)");
+  f("shuffle", c.shuffle, "reshuffle the training examples every epoch");
 }
 template <class F> void visit_fields(ModelConfig& c, F&& f) {
-  f("path", c.path, "TorchScript module (.pt) to load instead of a built-in arch");
-  f("arch", c.arch, "built-in architecture: mlp | cnn");
-  f("hidden", c.hidden, "mlp: hidden layer widths; cnn: widths of the dense head");
-  f("dropout", c.dropout, "dropout probability after each hidden activation");
-  f("input_shape", c.input_shape, "cnn: [C, H, W] the features are reshaped to");
-  f("channels", c.channels, "cnn: output channels of each 3x3 conv + ReLU + 2x2 max-pool block");
+  f("path", c.path, "a TorchScript module (.pt) or a Hugging Face model folder, instead of a built-in arch");
+  f("arch", c.arch, "built-in architecture (the architectures and their keys are listed below)");
   f("weights", c.weights, "safetensors file with the model's weights");
   f("init", c.init, "student only: safetensors file to start training from");
 }
@@ -137,6 +136,7 @@ template <class F> void visit_fields(LossConfig& c, F&& f) {
   f("vocab", c.vocab, "a teacher with more outputs than the student: error | truncate (use its first outputs)");
   f("topk", c.topk, "> 0: distil from the teacher's k largest logits per row only (the sparse teacher a teacher cache stores; forward_kl only); 0 = the whole row. Validation kd stays the dense divergence");
   f("topk_tail", c.topk_tail, "with topk: ignore (teacher renormalised over its top-k) | tail (exact teacher probabilities on the top-k, plus one term for the mass outside it)");
+  f("chunk_rows", c.chunk_rows, "language models: positions per chunk through the output head and the loss (no [positions, vocab] tensor beyond one chunk's is alive); 0 = about 32 MiB of logits per chunk");
 }
 template <class F> void visit_fields(OptimConfig& c, F&& f) {
   f("name", c.name, "sgd | adam | adamw");
@@ -155,12 +155,12 @@ template <class F> void visit_fields(OptimConfig& c, F&& f) {
 }
 template <class F> void visit_fields(TrainConfig& c, F&& f) {
   f("epochs", c.epochs, "passes over the training data");
-  f("max_steps", c.max_steps, "stop after this many optimizer steps; 0 = no limit");
-  f("batch_size", c.batch_size, "rows per micro-batch");
+  f("max_steps", c.max_steps, "> 0: train this many optimizer steps, over as many epochs as it takes (overrides epochs); 0 = epochs decide");
+  f("batch_size", c.batch_size, "examples (rows or sequences) per micro-batch");
   f("grad_accum", c.grad_accum, "micro-batches per optimizer step");
   f("eval_every", c.eval_every, "optimizer steps between evaluations; 0 = every epoch end");
   f("log_every", c.log_every, "optimizer steps between log lines");
-  f("eval_batch_size", c.eval_batch_size, "rows per evaluation batch");
+  f("eval_batch_size", c.eval_batch_size, "examples per evaluation batch; 0 = 1024 rows, or train.batch_size sequences");
   f("max_bad_steps", c.max_bad_steps, "consecutive steps with a non-finite loss or gradient (each skipped) before the run stops");
 }
 template <class F> void visit_fields(CheckpointConfig& c, F&& f) {

@@ -1,5 +1,6 @@
-// Tabular classification data: CSV (optionally gzip) -> float32 features [N, F] and int64 labels [N],
-// a seeded train/validation split, and feature normalisation fitted on the training split only.
+// Tabular classification data (data.format "csv"): CSV (optionally gzip) -> float32 features [N, F] and int64
+// labels [N], a seeded train/validation split, and feature normalisation fitted on the training split only.
+// src/data/csv_source.cpp serves it as batches.
 #pragma once
 
 #include <cstdint>
@@ -12,7 +13,24 @@
 
 namespace distill {
 
-struct DataConfig;
+// data.format "csv": the keys the format adds to the data section.
+struct CsvOptions {
+  std::optional<int64_t> label_column;  // default: the last column; negative counts from the end
+  double val_fraction = 0.2;            // held out of `path` for validation (without val_path)
+  std::string normalize = "none";       // none | standard | scale
+  int64_t train_rows = 0;               // 0 = all; else the first N rows of the (split) training set
+  int64_t split_seed = 0;               // the train/val split depends on this, not on run.seed
+  std::optional<int64_t> num_classes;   // default: largest label + 1 over train and val
+};
+template <class F> void visit_fields(CsvOptions& c, F&& f) {
+  f("label_column", c.label_column, "csv: column holding the integer class label; default last; negative counts from the end");
+  f("val_fraction", c.val_fraction, "csv: fraction of `path` held out for validation (ignored with val_path)");
+  f("normalize", c.normalize, "csv: none | standard (zero mean, unit variance) | scale (min-max to [0,1]); statistics from the training split, stored with the student");
+  f("train_rows", c.train_rows, "csv: use only the first N training rows (a small labelled transfer set); 0 = all");
+  f("split_seed", c.split_seed, "csv: seed of the train/validation split");
+  f("num_classes", c.num_classes, "csv: number of classes; default largest label + 1");
+}
+void validate(const CsvOptions& options, const std::string& section);
 
 struct Table {
   at::Tensor features;  // [N, F] float32
@@ -49,9 +67,10 @@ struct Dataset {
   Normalizer normalizer;
 };
 
-// Loads, splits, checks labels against the class count, and normalises as `config` says.
-// `normalizer` (from a trained student's metadata) replaces fitting when given.
-Dataset load_dataset(const DataConfig& config, const std::optional<Normalizer>& normalizer = std::nullopt);
+// Loads `path` (and `val_path`), splits, checks labels against the class count, and normalises as `options`
+// say. `normalizer` (from a trained student's metadata) replaces fitting when given.
+Dataset load_dataset(const std::string& path, const std::optional<std::string>& val_path, const CsvOptions& options,
+                     const std::optional<Normalizer>& normalizer = std::nullopt);
 
 // A seeded permutation of 0..n-1, identical on every platform (SplitMix64 + Fisher-Yates).
 std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed);

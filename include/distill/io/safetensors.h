@@ -16,10 +16,11 @@
 
 #include <ATen/core/Tensor.h>
 
+#include "distill/io/metadata.h"
+
 namespace distill {
 
 using NamedTensors = std::vector<std::pair<std::string, at::Tensor>>;
-using Metadata = std::map<std::string, std::string>;
 
 struct SafetensorsContents {
   NamedTensors tensors;  // in file order (by data offset)

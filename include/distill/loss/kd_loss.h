@@ -75,6 +75,18 @@ LossTerms kd_loss(const at::Tensor& student, const at::Tensor& teacher, const at
 LossTerms kd_loss_sparse(const at::Tensor& student, const SparseTeacher& teacher, const at::Tensor& labels,
                          const KdLossOptions& options, double normalizer);
 
+// The fused op without autograd: the loss terms and, when `want_grad`, the gradient of `loss` w.r.t. the student
+// logits (like `student`; on the CPU from the reused buffer below). What the chunked loss of
+// include/distill/loss/output_loss.h calls once per chunk of positions.
+struct KdLossValue {
+  at::Tensor sums;  // [3] float32: loss, kd, ce (each already divided by the normalizer)
+  at::Tensor grad;  // undefined unless want_grad
+};
+KdLossValue kd_loss_value(const at::Tensor& student, const at::Tensor& teacher, const at::Tensor& labels,
+                          const KdLossOptions& options, double normalizer, bool want_grad);
+KdLossValue kd_loss_sparse_value(const at::Tensor& student, const SparseTeacher& teacher, const at::Tensor& labels,
+                                 const KdLossOptions& options, double normalizer, bool want_grad);
+
 // The fused op's kernel call without autograd, for timing the kernel alone (`distill bench loss --device
 // cuda`): the same input checks and kernel arguments as kd_loss / kd_loss_sparse make, with a fresh gradient
 // and sums as the outputs. `args` points into the tensors beside it; keep the struct alive while using it.

@@ -10,7 +10,7 @@
 #include <c10/core/Device.h>
 
 #include "distill/config/config.h"
-#include "distill/data/dataset.h"
+#include "distill/data/batch.h"
 #include "distill/models/model.h"
 #include "distill/train/evaluate.h"
 
@@ -19,8 +19,7 @@ namespace distill {
 // Everything a run needs before its first step, every input checked.
 struct Workspace {
   c10::Device device = c10::Device(c10::kCPU);
-  Dataset data;
-  IoShape io;
+  DataSources data;
   std::unique_ptr<Model> teacher;  // null: supervised
   std::unique_ptr<Model> student;
 };
@@ -31,9 +30,10 @@ c10::Device resolve_device(const std::string& name, const std::string& key = "ru
 // at::set_num_threads(threads, or one per core when 0); returns the count applied.
 int64_t apply_threads(int64_t threads);
 
-// Loads data and models, loads teacher weights and the student's init, checks output sizes. `normalizer`
-// replaces fitting on the training split (eval: the one stored with the student). Seeds ATen first.
-Workspace prepare_workspace(const Config& config, const std::optional<Normalizer>& normalizer = std::nullopt);
+// Opens the data (through the data format registry) and builds the models, loads teacher weights and the
+// student's init, checks output sizes. `student_metadata` (eval: stored with the trained student) gives the
+// data transform instead of fitting one. Seeds ATen first.
+Workspace prepare_workspace(const Config& config, const Metadata* student_metadata = nullptr);
 
 enum class ExistingRun { refuse, overwrite };
 
