@@ -10,7 +10,8 @@ element" that docs/kernels.md quotes, for sessions (or changes) that cannot run 
                                                falling through every conditional branch except those at the
                                                TAKEN addresses (the path of a pack that takes no rare branch)
 
-Making the cubin: nvcc -O3 -DNDEBUG -arch=sm_90 -std=c++17 -Iinclude -cubin src/kernels/kd_loss_cuda.cu.
+Making the cubin: nvcc -O3 -DNDEBUG -arch=sm_90 -std=c++17 -Iinclude -cubin src/kernels/kd_loss_cuda.cu (the
+production kernels); for dev/cuda's, add -I. and name dev/cuda/kd_loss_cluster_per_row.cu (or another program).
 On a machine with the CUDA toolkit's nvdisasm or cuobjdump (the GPU machines), `cubin` just runs nvdisasm.
 Here, CUDA 13 ships neither; Debian's nvidia-cuda-toolkit 11.8 (non-free; fetch it with `apt-get download`
 into a scratch folder, it is no dependency of the project) has an nvdisasm that reads sm_90 code but not the

@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Joins `distill bench loss --json` lines with bench/loss_bench.py lines into one table (GPU check).
-With --tune: one table of raw kernel times per DISTILL_KD_CUDA_TUNE setting (lines {"tune": ..., "result": ...})."""
+With --tune: one table of the dev/cuda programs' JSON lines (scripts/gpu-check.sh's tune stage: each
+program's settings and the production kernel it timed beside them) against the copy bandwidth line. It also
+reads the tune lines of before dev/cuda ({"tune": DISTILL_KD_CUDA_TUNE setting, "result": distill bench loss
+JSON}, e.g. bench/results/h200-2026-11-23/tune-before.jsonl): one row per kernel variant they timed."""
 import json
 import sys
 
@@ -13,20 +16,25 @@ def tune_table(path):
         r = json.loads(line)
         if r.get("what") == "copy":
             copy = r["bytes_per_s"]
-        elif "tune" in r:
+        elif "program" in r:
             rows.append(r)
+        elif "tune" in r:  # before dev/cuda: every variant of one `distill bench loss` under one setting
+            res = r["result"]
+            for name in ("block_per_row", "cluster_per_row", "cluster_persistent"):
+                if name in res["kernel"]:
+                    k = res["kernel"][name]
+                    rows.append({**{key: res[key] for key in ("rows", "vocab", "dtype", "kind", "model_bytes")},
+                                 "program": name, "setting": r["tune"], "median_ms": k["median_ms"], "ok": True,
+                                 "shape": k["shape"]})
     if copy:
         print(f"copy bandwidth {copy / 1e12:.3f} TB/s")
-    print(f"{'shape':>20} {'setting':<28} {'variant':<16} {'ms':>8} {'%copy':>6}  launch")
-    for r in sorted(rows, key=lambda r: (-r["result"]["model_bytes"], r["result"]["dtype"], r["tune"])):
-        res = r["result"]
-        shape = f"[{res['rows']},{res['vocab']}] {res['dtype']}"
-        for name in ("block_per_row", "cluster_per_row", "cluster_persistent"):
-            if name not in res["kernel"]:
-                continue
-            k = res["kernel"][name]
-            frac = res["model_bytes"] / (k["median_ms"] * 1e-3) / copy if copy else float("nan")
-            print(f"{shape:>20} {r['tune']:<28} {name:<16} {k['median_ms']:8.3f} {100 * frac:5.1f}%  {k['shape']}")
+    print(f"{'shape':>22} {'program':<27} {'setting':<24} {'ms':>8} {'%copy':>6} {'check':<5}  launch")
+    for r in sorted(rows, key=lambda r: (-r["model_bytes"], r["dtype"], r["kind"], r["program"], r["setting"] != "production")):
+        shape = f"[{r['rows']},{r['vocab']}] {r['dtype']}" + ("" if r["kind"] == "forward_kl" else f" {r['kind']}")
+        frac = r["model_bytes"] / (r["median_ms"] * 1e-3) / copy if copy else float("nan")
+        check = "ok" if r["ok"] else "FAIL"
+        print(f"{shape:>22} {r['program']:<27} {r['setting']:<24} {r['median_ms']:8.3f} {100 * frac:5.1f}% {check:<5}  "
+              f"{r['shape']}")
 
 
 if len(sys.argv) > 2 and sys.argv[1] == "--tune":

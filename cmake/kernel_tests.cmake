@@ -60,13 +60,23 @@ function(distill_add_cuda_test file)
 endfunction()
 
 distill_add_cuda_test(tests/kernels/kd_loss_cuda_test.cpp)
-if(DISTILL_EMULATED_TESTS)
-  # DISTILL_KD_CUDA_TUNE's design knobs change launch plans and code paths, never results: the quicker tests
-  # again with the knobs that are off by default turned on (the GPU runs them all: scripts/gpu-check.sh tune).
-  add_test(NAME "kd_loss cuda: DISTILL_KD_CUDA_TUNE=async=1,hints=1 (CUDA emulator)"
-           COMMAND kd_loss_cuda_emulated_test --warn NoTests
-                   "kd_loss cuda: dense grid*,kd_loss cuda: mixed dtypes*,kd_loss cuda: ignored rows*,kd_loss cuda: jsd beta endpoints*")
-  set_tests_properties("kd_loss cuda: DISTILL_KD_CUDA_TUNE=async=1,hints=1 (CUDA emulator)" PROPERTIES
-                       ENVIRONMENT "DISTILL_KD_CUDA_TUNE=async=1,hints=1" LABELS "kernels;emulator")
-endif()
 distill_add_cuda_test(tests/kernels/grad_scale_cuda_test.cpp)
+
+# dev/cuda's programs on the CUDA emulator (DISTILL_CUDA_DEV): each one's validation grid, every setting
+# against the reference, as a test labelled `dev` only (`ctest -L emulator` stays the production kernels';
+# `ctest -L dev` runs these). dev/cuda/emulated.cpp compiles the program's own source as C++. Every setting of
+# the cluster programs would take ~6 minutes each here: their automatic cluster and the largest one instead.
+if(DISTILL_CUDA_DEV AND DISTILL_EMULATED_TESTS)
+  set(settings_kd_loss_cluster_per_row cluster=auto cluster=8)
+  set(settings_kd_loss_cluster_persistent cluster=auto cluster=8)
+  foreach(program ${DISTILL_DEV_CUDA_PROGRAMS})
+    add_executable(${program}_emulated dev/cuda/emulated.cpp)
+    target_compile_definitions(${program}_emulated PRIVATE DISTILL_DEV_CUDA_PROGRAM="dev/cuda/${program}.cu")
+    target_include_directories(${program}_emulated PRIVATE ${CMAKE_SOURCE_DIR})
+    target_compile_options(${program}_emulated PRIVATE -Wall -Wextra -Wno-unused-parameter -Wno-unknown-pragmas)
+    target_link_libraries(${program}_emulated PRIVATE distill_cuda_emulated)
+    set_target_properties(${program}_emulated PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/dev/cuda)
+    add_test(NAME "dev/cuda ${program} (CUDA emulator)" COMMAND ${program}_emulated --validate-only ${settings_${program}})
+    set_tests_properties("dev/cuda ${program} (CUDA emulator)" PROPERTIES LABELS dev)
+  endforeach()
+endif()

@@ -6,8 +6,9 @@
 #
 # GPU_CHECK_STAGES picks stages (default: all but tune and ncu, in this order):
 #   build kernel-test ctest sanitize train bench tune ncu
-# tune: the raw kernels under each DISTILL_KD_CUDA_TUNE design setting (src/kernels/kd_loss_cuda.cu), side by
-# side in one call; ncu: Nsight Compute sections of the big-shape kernels. The build stage always runs.
+# tune: the experimental kernels of dev/cuda (built here with DISTILL_CUDA_DEV=ON), each program validating its
+# settings against the CPU reference and timing them beside the production kernel, in one call; ncu: Nsight
+# Compute sections of the big-shape kernels, production and dev/cuda. The build stage always runs.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
@@ -23,7 +24,9 @@ rc=0
 
 stage configure
 # The CUDA emulator's copy of the kernel tests is off here: the real ones run, and device time is scarce.
+# DISTILL_CUDA_DEV: dev/cuda's programs, for the tune and ncu stages (and so that they keep building).
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_CUDA=ON -DDISTILL_CUDA_EMULATOR_TESTS=OFF \
+  -DDISTILL_CUDA_DEV=ON \
   -DCMAKE_PREFIX_PATH="$prefix;$PWD/.gpu-deps/usr" -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
   > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 stage build
@@ -99,49 +102,62 @@ fi
 
 if want tune; then
   stage tune
-  # Raw kernel times of every variant under each design setting, one process per setting ("default": the
-  # variable unset). Each setting first runs the kernel tests (all but the [large] case), so that a design
-  # is only timed where it is also right.
+  # dev/cuda's programs (GPU_TUNE_PROGRAMS), every setting of each (GPU_TUNE_SETTINGS_<program> picks some),
+  # at each shape, beside the production kernel. Each program first checks every setting against the CPU
+  # reference on its grid of problems (at the first shape only), and checks the rows of each timed launch, so
+  # that a design is only timed where it is also right.
   python3 bench/loss_bench.py --copy-only > "$out/tune.jsonl" 2>> "$out/tune.err"
-  for setting in ${GPU_TUNE_SETTINGS:-default async=0 async=1 hints=1 cluster=8}; do
-    env=$setting
-    [ "$setting" = default ] && env=
-    DISTILL_KD_CUDA_TUNE=$env timeout 120 build-gpu/kd_loss_cuda_test "~[large]" > "$out/tune-test.log" 2>&1
-    k=$?
-    [ $k -ne 0 ] && rc=$k
-    echo "tune $setting: kd_loss_cuda_test exit $k ($(grep -E 'test cases|passed|failed' "$out/tune-test.log" | tail -1))"
+  for program in ${GPU_TUNE_PROGRAMS:-kd_loss_block_per_row kd_loss_cluster_per_row kd_loss_cluster_persistent}; do
+    settings_var=GPU_TUNE_SETTINGS_$program
+    grid=
     for shape in ${GPU_TUNE_SHAPES:-16384x128256:bf16 4096x32000:bf16 16384x32001:bf16 4096x32000:f32}; do
       rows=${shape%%x*} rest=${shape#*x} vocab=${rest%%:*} dtype=${shape##*:}
-      r=$(DISTILL_KD_CUDA_TUNE=$env build-gpu/distill bench loss --device cuda --rows "$rows" --vocab "$vocab" \
-            --dtype "$dtype" --repeats 20 --warmup 3 --no-composite --json 2>> "$out/tune.err") \
-        && echo "{\"tune\": \"$setting\", \"result\": $r}" >> "$out/tune.jsonl" \
-        || echo "tune $setting $shape failed: $(tail -1 "$out/tune.err")"
+      timeout 300 "build-gpu/dev/cuda/$program" --rows "$rows" --vocab "$vocab" --dtype "$dtype" --repeats 20 \
+        --warmup 3 --json $grid ${!settings_var:-} >> "$out/tune.jsonl" 2>> "$out/tune-$program.log"
+      k=$?
+      [ $k -ne 0 ] && rc=$k
+      echo "tune $program $shape: exit $k"
+      [ -z "$grid" ] && grep -E 'grid:' "$out/tune-$program.log"
+      grid=--no-grid
     done
+    grep -E '^FAILED' "$out/tune-$program.log" | head -5
   done
   python3 bench/summarize.py --tune "$out/tune.jsonl" | tee "$out/tune.txt"
 fi
 
 if want ncu; then
   stage ncu
-  # Hardware counters of the block-per-row and cluster-per-row kernels at the big shape (one launch each).
+  # Hardware counters at the big shape, one launch each: the production kernel as `distill bench loss` runs it
+  # (the op's own launch comes first; skip it and profile the raw kernel's), and dev/cuda programs
+  # (GPU_NCU_RUNS: program:setting; their first launch of the kernel is the setting's, with --no-production).
   if command -v ncu > /dev/null; then
-    for setting in ${GPU_NCU_SETTINGS:-async=1 hints=1}; do
-      for kernel in kd_rows_kernel kd_cluster_kernel; do
-        tag=$kernel-${setting//[=,]/_}
-        # The op's own launch comes first (kd_rows_kernel, automatic); skip it and profile a raw-kernel launch.
-        DISTILL_KD_CUDA_TUNE=$setting timeout 200 ncu --clock-control none -k "regex:$kernel" --launch-skip 1 \
-          --launch-count 1 --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
-          --section LaunchStats --section WarpStateStats --section SchedulerStats --section InstructionStats \
-          --section ComputeWorkloadAnalysis --section SourceCounters \
-          build-gpu/distill bench loss --device cuda --rows 16384 --vocab 128256 --dtype bf16 --repeats 1 \
-          --warmup 0 --no-composite > "$out/ncu-$tag.txt" 2>&1
-        echo "ncu $kernel $setting: exit $?"
-        grep -E "Duration|DRAM Throughput|L2 Hit Rate|Achieved Occupancy|Warp Cycles Per Issued|No Eligible|Executed Ipc A|Issue Slots Busy|Executed Instructions  " \
-          "$out/ncu-$tag.txt" | head -20
-      done
+    sections="--section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy --section LaunchStats \
+      --section WarpStateStats --section SchedulerStats --section InstructionStats --section ComputeWorkloadAnalysis \
+      --section SourceCounters"
+    timeout 200 ncu --clock-control none -k "regex:kd_rows_kernel" --launch-skip 1 --launch-count 1 $sections \
+      build-gpu/distill bench loss --device cuda --rows 16384 --vocab 128256 --dtype bf16 --repeats 1 \
+      --warmup 0 --no-composite > "$out/ncu-production.txt" 2>&1
+    echo "ncu production: exit $?"
+    grep -E "Duration|DRAM Throughput|L2 Hit Rate|Achieved Occupancy|Warp Cycles Per Issued|No Eligible|Executed Ipc A|Issue Slots Busy|Executed Instructions  " \
+      "$out/ncu-production.txt" | head -20
+    for run in ${GPU_NCU_RUNS:-kd_loss_block_per_row:hints=1 kd_loss_cluster_per_row:cluster=auto kd_loss_cluster_persistent:cluster=auto}; do
+      program=${run%%:*} setting=${run#*:}
+      case $program in
+        kd_loss_block_per_row) kernel=kd_rows_kernel ;;
+        kd_loss_cluster_per_row) kernel=kd_cluster_kernel ;;
+        *) kernel=kd_cluster_persistent_kernel ;;
+      esac
+      tag=$program-${setting//[=,]/_}
+      timeout 200 ncu --clock-control none -k "regex:$kernel" --launch-count 1 $sections \
+        "build-gpu/dev/cuda/$program" --rows 16384 --vocab 128256 --dtype bf16 --repeats 1 --warmup 0 --no-grid \
+        --no-production --check-rows 2 "$setting" > "$out/ncu-$tag.txt" 2>&1
+      echo "ncu $program $setting: exit $?"
+      grep -E "Duration|DRAM Throughput|L2 Hit Rate|Achieved Occupancy|Warp Cycles Per Issued|No Eligible|Executed Ipc A|Issue Slots Busy|Executed Instructions  " \
+        "$out/ncu-$tag.txt" | head -20
     done
     # SASS of the big-shape kernels (bf16, forward KL), to count instructions per element here.
-    cuobjdump -sass build-gpu/CMakeFiles/distill_cuda_kernels.dir/src/kernels/kd_loss_cuda.cu.o 2> /dev/null |
+    { cuobjdump -sass build-gpu/CMakeFiles/distill_cuda_kernels.dir/src/kernels/kd_loss_cuda.cu.o
+      cuobjdump -sass build-gpu/CMakeFiles/kd_loss_cluster_per_row.dir/dev/cuda/kd_loss_cluster_per_row.cu.o; } 2> /dev/null |
       awk '/Function :/ { keep = ($0 ~ /kd_(rows|cluster)_kernelI13__nv_bfloat16S.*KindE0E/) } keep' > "$out/sass-bf16-forward.txt"
     echo "sass: $(wc -l < "$out/sass-bf16-forward.txt") lines"
   else

@@ -1,5 +1,5 @@
 // A CUDA emulator for testing kernel logic on a CPU: the subset of the CUDA runtime API, device built-ins and
-// cooperative groups that src/kernels/kd_loss_cuda.cu uses, so that CI (which has no GPU) runs the CUDA
+// cooperative groups that src/kernels/kd_loss_cuda.cu (and dev/cuda's programs) use, so that CI (which has no GPU) runs the CUDA
 // kernels against the same tests as a GPU does. The shim headers in include/ (cuda_runtime.h, cuda_bf16.h,
 // cuda_fp16.h, cooperative_groups.h) all resolve here; the kernel file is compiled as C++ with
 // DISTILL_CUDA_EMULATOR defined (see its hooks).
@@ -242,6 +242,20 @@ inline cudaError_t cudaStreamCreateWithFlags(cudaStream_t* stream, unsigned) { r
 cudaError_t cudaStreamDestroy(cudaStream_t stream);
 cudaError_t cudaStreamSynchronize(cudaStream_t stream);
 cudaError_t cudaDeviceSynchronize();
+
+// Events record the host's clock: launches are synchronous here, so two records time what the emulator took
+// (the dev/cuda programs' timing loops run; their figures mean nothing).
+struct EmuEvent;
+typedef EmuEvent* cudaEvent_t;
+cudaError_t cudaEventCreate(cudaEvent_t* event);
+cudaError_t cudaEventDestroy(cudaEvent_t event);
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t stream = nullptr);
+cudaError_t cudaEventSynchronize(cudaEvent_t event);
+cudaError_t cudaEventElapsedTime(float* ms, cudaEvent_t start, cudaEvent_t end);
+struct cudaDeviceProp {
+  char name[256];
+};
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int device);
 
 template <class... Params>
 cudaError_t cudaFuncSetAttribute(void (*kernel)(Params...), cudaFuncAttribute attr, int value) {

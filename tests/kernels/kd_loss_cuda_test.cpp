@@ -1,5 +1,6 @@
 // The CUDA distillation-loss kernels against the double-precision reference (and, for shapes too large for
-// it, against the fused CPU kernel), for every kernel variant. Host code: the CUDA runtime API only.
+// it, against the fused CPU kernel), for every production variant (the experimental ones check themselves in
+// dev/cuda). Host code: the CUDA runtime API only.
 // Without a device every test prints "SKIPPED: no CUDA device" and passes (ctest marks it skipped).
 #include <cuda_runtime.h>
 
@@ -47,16 +48,13 @@ struct DeviceBuffer {
   ~DeviceBuffer() { cudaFree(ptr); }
 };
 
-const CudaVariant kVariants[] = {CudaVariant::rows_per_warp, CudaVariant::block_per_row, CudaVariant::cluster_per_row,
-                                 CudaVariant::cluster_persistent, CudaVariant::automatic};
+const CudaVariant kVariants[] = {CudaVariant::rows_per_warp, CudaVariant::block_per_row, CudaVariant::automatic};
 
 const char* name(CudaVariant v) {
   switch (v) {
     case CudaVariant::automatic: return "automatic";
     case CudaVariant::rows_per_warp: return "rows_per_warp";
     case CudaVariant::block_per_row: return "block_per_row";
-    case CudaVariant::cluster_per_row: return "cluster_per_row";
-    case CudaVariant::cluster_persistent: return "cluster_persistent";
   }
   return "?";
 }
@@ -314,10 +312,9 @@ TEST_CASE("kd_loss cuda: back-to-back launches on one stream and on two streams"
   cuda_ok(cudaStreamDestroy(two), "cudaStreamDestroy");
 }
 
-// The launch plans that docs/kernels.md describes. The cluster sizes follow from shared memory, so they are
-// checked on devices with sm_90's limits (H100, H200 and the emulator): the smallest of 1, 2, 4, 8 blocks
-// whose slices fit (two blocks per SM for cluster_per_row, two row caches in one block for
-// cluster_persistent), else block_per_row.
+// The launch plans that docs/kernels.md describes: rows_per_warp up to V = 2048, block_per_row above, the
+// share of a row cached in shared memory while two blocks share an SM (checked on devices with sm_90's
+// limits: H100, H200 and the emulator), cp.async fills only where the cache holds at least 3/4 of the row.
 TEST_CASE("kd_loss cuda: launch plans", "[kd_loss][cuda]") {
   REQUIRE_DEVICE();
   auto plan = [](int64_t V, ScalarType sdt, ScalarType tdt, CudaVariant v, bool sparse = false) {
@@ -333,24 +330,33 @@ TEST_CASE("kd_loss cuda: launch plans", "[kd_loss][cuda]") {
   CHECK_THAT(plan(2048, f32, f32, CudaVariant::automatic), StartsWith("rows-per-warp/32 lanes"));
   CHECK_THAT(plan(2049, f32, f32, CudaVariant::automatic), StartsWith("block-per-row/512 threads"));
   CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::automatic), StartsWith("block-per-row/"));
-  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_persistent, true), StartsWith("block-per-row/"));
-  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_per_row, true), StartsWith("block-per-row/"));
+  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::rows_per_warp), StartsWith("rows-per-warp/32 lanes"));
+  CHECK_THAT(plan(10, bf16, bf16, CudaVariant::block_per_row, true), StartsWith("block-per-row/512 threads"));
 
   int major = 0, optin = 0, per_sm = 0;
   cuda_ok(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0), "cudaDeviceGetAttribute");
   cuda_ok(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), "cudaDeviceGetAttribute");
   cuda_ok(cudaDeviceGetAttribute(&per_sm, cudaDevAttrMaxSharedMemoryPerMultiprocessor, 0), "cudaDeviceGetAttribute");
   if (major != 9 || optin != 232448 || per_sm != 233472) return;
-  CHECK_THAT(plan(32000, bf16, bf16, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/2 blocks"));
-  CHECK_THAT(plan(64000, bf16, bf16, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/4 blocks"));
-  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/8 blocks"));
-  // Too wide for two blocks per SM at any portable cluster size: one block per SM.
-  CHECK_THAT(plan(128256, f32, f32, CudaVariant::cluster_per_row), StartsWith("cluster-per-row/8 blocks"));
-  CHECK_THAT(plan(32000, bf16, bf16, CudaVariant::cluster_persistent), StartsWith("cluster-persistent/2 blocks"));
-  CHECK_THAT(plan(64000, bf16, bf16, CudaVariant::cluster_persistent), StartsWith("cluster-persistent/4 blocks"));
-  CHECK_THAT(plan(128256, bf16, bf16, CudaVariant::cluster_persistent), StartsWith("cluster-persistent/8 blocks"));
-  // Two f32 row caches of a 128256-wide row need more than 8 blocks' shared memory.
-  CHECK_THAT(plan(128256, f32, f32, CudaVariant::cluster_persistent), StartsWith("block-per-row/"));
+  // (233472 / 2 - 1024 - 768 bytes of scratch) / 32 bytes per bf16 pack pair: 3592 packs, a whole row to V = 28736.
+  CHECK(plan(32000, bf16, bf16, CudaVariant::automatic) ==
+        "block-per-row/512 threads, 3592 of 4000 packs cached (cp.async)");
+  CHECK(plan(128256, bf16, bf16, CudaVariant::automatic) == "block-per-row/512 threads, 3592 of 16032 packs cached");
+  CHECK(plan(32000, f32, f32, CudaVariant::automatic) == "block-per-row/512 threads, 1796 of 4000 packs cached");
+}
+
+// The experimental variants' enum values are gone: asking for one is an error, not a silent fallback.
+TEST_CASE("kd_loss cuda: only the production variants", "[kd_loss][cuda]") {
+  REQUIRE_DEVICE();
+  Spec s;
+  s.N = 2, s.V = 100;
+  auto p = make_problem(s);
+  DeviceProblem d(*p);
+  KdLossArgs a = d.args;
+  DeviceBuffer<float> row_kd(2), row_ce(2), sums(3);
+  a.row_kd = row_kd.ptr, a.row_ce = row_ce.ptr, a.sums = sums.ptr;
+  CHECK_THROWS_WITH(kd_loss_forward_cuda(a, nullptr, nullptr, static_cast<CudaVariant>(3)),
+                    Catch::Contains("not one of automatic, rows_per_warp, block_per_row"));
 }
 
 #if defined(DISTILL_CUDA_EMULATOR)
@@ -361,7 +367,7 @@ TEST_CASE("kd_loss cuda: repeated launches make no driver queries", "[kd_loss][c
   s.N = 5, s.V = 20011, s.labels = true, s.alpha = 0.5f, s.T = 2.0f, s.want_grad = false;
   auto p = make_problem(s);
   DeviceProblem d(*p);
-  Spec more = s;  // the same kernels with more rows: the one-wave grid of cluster_persistent is the same
+  Spec more = s;  // the same kernels with more rows
   more.N = 9;
   auto pm = make_problem(more);
   DeviceProblem dm(*pm);
@@ -422,8 +428,7 @@ TEST_CASE("kd_loss cuda: [16384, 128256]-class shapes against the CPU kernel", "
     Problem tol_problem;
     tol_problem.spec = spec;
     const Tolerance tol = tolerance(tol_problem);
-    for (CudaVariant v : {CudaVariant::automatic, CudaVariant::block_per_row, CudaVariant::cluster_per_row,
-                          CudaVariant::cluster_persistent}) {
+    for (CudaVariant v : {CudaVariant::automatic, CudaVariant::block_per_row}) {
       cuda_ok(cudaMemset(dgrad.ptr, 0xff, s.size()), "cudaMemset");
       kd_loss_forward_cuda(g, ws.ptr, nullptr, v);
       cuda_ok(cudaDeviceSynchronize(), "kernel");

@@ -134,18 +134,15 @@ void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream)
 
 // Kernel shape. `automatic` is what the overload above uses: rows_per_warp for V <= 2048 (2^k lanes per row,
 // several rows per warp), block_per_row otherwise (part of the row cached in shared memory, the rest re-read
-// from L2 in reverse order). cluster_per_row (sm_90: a row's slices live in the shared memory of a
-// thread-block cluster, so each logit is read from HBM once) is used only when pinned: on an H100 it measured
-// slower than block_per_row at every dense shape tried (docs/benchmarks.md). cluster_persistent (pinned only,
-// not yet timed on a GPU): the cluster kernel in one wave of resident clusters, each looping over rows with
-// the next row's slices in flight into a second shared-memory cache while it computes the current one. Both
-// cluster variants fall back to block_per_row where they cannot run (sparse teacher, no sm_90, too big).
+// from L2 in reverse order). Tests and benchmarks pin the other two. These are the variants that ship; the
+// experimental ones (cluster_per_row, cluster_persistent: a row's slices in the shared memory of a
+// thread-block cluster, slower than block_per_row on an H100 and an H200; and block_per_row's design knobs,
+// once DISTILL_KD_CUDA_TUNE) live in dev/cuda as standalone programs (docs/kernels.md). Any other value is an
+// error (std::invalid_argument).
 enum class CudaVariant : int32_t {
   automatic = 0,
   rows_per_warp = 1,
   block_per_row = 2,
-  cluster_per_row = 3,
-  cluster_persistent = 4,
 };
 void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream, CudaVariant variant);
 
@@ -153,8 +150,8 @@ void kd_loss_forward_cuda(const KdLossArgs& args, void* workspace, void* stream,
 bool kd_loss_cuda_compiled();
 
 // Which CUDA kernel kd_loss_forward_cuda(args, ..., variant) runs on the current device, for benchmark
-// reports, e.g. "rows-per-warp/8 lanes", "block-per-row/512 threads, 1234 of 4009 packs cached",
-// "cluster-per-row/4 blocks x 512 threads"; "none" when not compiled.
+// reports, e.g. "rows-per-warp/8 lanes", "block-per-row/512 threads, 1234 of 4009 packs cached (cp.async)";
+// "none" when not compiled.
 std::string kd_loss_cuda_describe(const KdLossArgs& args, CudaVariant variant = CudaVariant::automatic);
 
 }  // namespace distill::kernels
