@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "distill/bench/loss_bench.h"
+#include "distill/cli/generate_cli.h"
 #include "distill/config/config.h"
 #include "distill/error.h"
 #include "distill/train/trainer.h"
@@ -104,6 +105,19 @@ int run_cli(int argc, char** argv) {
       ->capture_default_str();
   bench_loss->add_option("--topk-tail", bench.topk_tail, "sparse teacher's tail: ignore | tail")->capture_default_str();
 
+  GenerateCliOptions gen;
+  CLI::App* generate_cmd = app.add_subcommand("generate", "continue a prompt with a language model (KV cache; greedy unless --temperature > 0)");
+  generate_cmd->add_option("--model,-m", gen.model, "a Hugging Face model folder, a run folder (its student/), a TorchScript LM (.pt) or a student.safetensors")->required();
+  generate_cmd->add_option("--prompt,-p", gen.prompt, "the text to continue")->required();
+  generate_cmd->add_option("--tokenizer", gen.tokenizer, "tokenizer.json, a SentencePiece .model or a folder (default: the model folder's)");
+  generate_cmd->add_option("--max-new-tokens", gen.generate.max_new_tokens, "tokens to generate at most")->capture_default_str();
+  generate_cmd->add_option("--temperature", gen.generate.temperature, "0 = greedy; > 0 samples from softmax(logits / T)")->capture_default_str();
+  generate_cmd->add_option("--top-k", gen.generate.top_k, "> 0: sample among the k most likely tokens")->capture_default_str();
+  generate_cmd->add_option("--top-p", gen.generate.top_p, "< 1: nucleus sampling")->capture_default_str();
+  generate_cmd->add_option("--seed", gen.generate.seed, "sampling seed")->capture_default_str();
+  generate_cmd->add_option("--device", gen.device, "auto | cpu | cuda | cuda:N")->capture_default_str();
+  generate_cmd->add_option("--threads", gen.threads, "CPU threads; 0 = one per core")->capture_default_str();
+
   std::string inspect_path;
   CLI::App* inspect_cmd = app.add_subcommand("inspect", "list the tensors of a safetensors or TorchScript file");
   inspect_cmd->add_option("file", inspect_path, "a .safetensors or TorchScript .pt file")->required();
@@ -157,6 +171,10 @@ int run_cli(int argc, char** argv) {
   if (bench_loss->parsed()) {
     nlohmann::json result = run_loss_bench(bench);
     std::cout << (bench_json ? result.dump() + "\n" : format_loss_bench(result));
+    return 0;
+  }
+  if (generate_cmd->parsed()) {
+    run_generate_cli(gen, std::cout);
     return 0;
   }
   if (inspect_cmd->parsed()) {

@@ -79,6 +79,10 @@ void read_value(const json& v, PathList& out, const std::string& path) {
   for (size_t i = 0; i < out.items.size(); ++i)
     if (out.items[i].empty()) throw Error(path + (v.is_array() ? "[" + std::to_string(i) + "]" : "") + ": must not be empty");
 }
+void read_value(const json& v, json& out, const std::string& path) {
+  if (!v.is_object() && !v.is_null()) throw_wrong_type(v, path, "an object or null");
+  out = v;
+}
 void read_value(const json& v, double& out, const std::string& path) {
   if (!v.is_number()) throw_wrong_type(v, path, "a number");
   out = v.get<double>();

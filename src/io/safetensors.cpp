@@ -1,6 +1,13 @@
 #include "distill/io/safetensors.h"
 
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
+#include <cerrno>
+#include <memory>
 #include <cstring>
 #include <fstream>
 #include <limits>
@@ -104,7 +111,12 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
   write_file_atomic(path, bytes);
 }
 
-SafetensorsContents decode_safetensors(const uint8_t* data, size_t size, const std::string& origin) {
+namespace {
+
+// `decode` with each tensor either copied out of `data` (keep_alive null) or, where its bytes are aligned
+// for its dtype, a view into `data` that holds `keep_alive` (a mapping) until the last such tensor goes.
+SafetensorsContents decode(const uint8_t* data, size_t size, const std::string& origin,
+                           const std::shared_ptr<void>& keep_alive) {
   auto fail = [&](const std::string& why) -> Error {
     return Error(origin + ": not a valid safetensors file: " + why);
   };
@@ -198,8 +210,16 @@ SafetensorsContents decode_safetensors(const uint8_t* data, size_t size, const s
   if (cursor != buffer_size)
     throw fail(std::to_string(buffer_size - cursor) + " trailing bytes belong to no tensor");
   for (const auto& e : entries) {
+    const uint8_t* src = buffer + e.begin;
+    const bool aligned = reinterpret_cast<uintptr_t>(src) % e.dtype->bytes == 0;
+    if (keep_alive && aligned && e.dtype->type != at::kBool && e.end > e.begin) {
+      at::Tensor t = at::from_blob(const_cast<uint8_t*>(src), e.shape, [keep_alive](void*) {},
+                                   at::TensorOptions().dtype(e.dtype->type));
+      out.tensors.emplace_back(e.name, std::move(t));
+      continue;
+    }
     at::Tensor t = at::empty(e.shape, at::TensorOptions().dtype(e.dtype->type));
-    if (e.end > e.begin) std::memcpy(t.data_ptr(), buffer + e.begin, e.end - e.begin);
+    if (e.end > e.begin) std::memcpy(t.data_ptr(), src, e.end - e.begin);
     if (e.dtype->type == at::kBool) {
       // Any byte other than 0/1 is not a valid bool; normalise instead of handing ATen an invalid value.
       auto* p = static_cast<uint8_t*>(t.data_ptr());
@@ -208,6 +228,34 @@ SafetensorsContents decode_safetensors(const uint8_t* data, size_t size, const s
     out.tensors.emplace_back(e.name, std::move(t));
   }
   return out;
+}
+
+}  // namespace
+
+SafetensorsContents decode_safetensors(const uint8_t* data, size_t size, const std::string& origin) {
+  return decode(data, size, origin, nullptr);
+}
+
+SafetensorsContents map_safetensors(const std::string& path) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw Error(path + ": cannot open (" + std::string(std::strerror(errno)) + "); check the path");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw Error(path + ": not a regular file; give a .safetensors file");
+  }
+  const size_t size = static_cast<size_t>(st.st_size);
+  if (size == 0) {
+    ::close(fd);
+    return decode_safetensors(nullptr, 0, path);
+  }
+  // Private and writable: a tensor written in place (a parameter being trained) gets its own copy of the
+  // page, and the file never changes.
+  void* base = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, fd, 0);
+  ::close(fd);
+  if (base == MAP_FAILED) throw Error(path + ": cannot map the file (" + std::string(std::strerror(errno)) + ")");
+  std::shared_ptr<void> mapping(base, [size](void* p) { ::munmap(p, size); });
+  return decode(static_cast<const uint8_t*>(base), size, path, mapping);
 }
 
 SafetensorsContents load_safetensors(const std::string& path) {

@@ -13,6 +13,7 @@ namespace distill::models {
 
 ArchEntry mlp_arch();  // src/models/zoo.cpp
 ArchEntry cnn_arch();  // src/models/zoo.cpp
+ArchEntry llama_arch();  // src/models/llama.cpp
 
 std::unique_ptr<Model> load_torchscript_model(const std::string& path, const std::string& role);
 

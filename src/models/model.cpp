@@ -9,6 +9,7 @@
 
 #include "distill/config/config.h"
 #include "distill/error.h"
+#include "distill/models/hf_folder.h"
 #include "distill/models/registry.h"
 #include "models/builders.h"
 
@@ -30,6 +31,12 @@ at::Tensor ModelOutput::full_logits() const {
 
 at::Tensor Model::forward(const at::Tensor& x) { return forward_output(x).full_logits(); }
 
+at::Tensor Model::forward_cached(const at::Tensor& ids, KvCache& cache) {
+  throw Error(describe() + ": has no KV cache; generate by running forward() over the whole sequence");
+}
+
+nlohmann::json Model::hf_config() const { return nullptr; }
+
 void Model::save_torchscript(const std::string& path) {
   throw Error(path + ": only TorchScript models can be saved as TorchScript; built-in models are saved as safetensors");
 }
@@ -45,6 +52,7 @@ void Model::set_requires_grad(bool on) {
 }
 
 std::unique_ptr<Model> make_model(const ModelConfig& config, const IoShape& io, const std::string& role) {
+  if (config.path && is_hf_folder(*config.path)) return load_hf_model(*config.path, role + ".path");
   if (config.path) return models::load_torchscript_model(*config.path, role);
   const ArchEntry& entry = arch_named(*config.arch, role + ".arch");
   ModelConfig checked = config;
@@ -114,10 +122,14 @@ ModelConfig arch_from_metadata(const ModelConfig& config, const Metadata& metada
   return out;
 }
 
-void check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device,
-                    bool allow_wider) {
+int64_t check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device,
+                       OutputWidth width) {
   torch::NoGradGuard no_grad;
   model.set_training(false);
+  if (io.tokens() && model.max_positions() > 0 && io.seq_len > model.max_positions())
+    throw Error(role + ": " + model.describe() + " takes at most " + std::to_string(model.max_positions()) +
+                " positions (max_position_embeddings), below data.seq_len " + std::to_string(io.seq_len) +
+                "; shorten data.seq_len");
   // Rows: [2, features] float32 -> [2, classes]. Tokens: [2, T] int64 (a short T) -> [2, T, vocab].
   const int64_t t = std::min<int64_t>(io.seq_len, 4);
   at::Tensor probe = io.tokens() ? torch::zeros({2, t}, torch::TensorOptions().dtype(torch::kInt64).device(device))
@@ -134,19 +146,19 @@ void check_model_io(Model& model, const IoShape& io, const std::string& role, co
     throw Error(role + ": the model cannot take " + input + ": " + what.substr(0, what.find('\n')));
   }
   const std::vector<int64_t> expected = io.tokens() ? std::vector<int64_t>{2, t, io.classes} : std::vector<int64_t>{2, io.classes};
-  const std::string what = io.tokens() ? " for tokens [2, " + std::to_string(t) + "], but the vocabulary has "
-                                       : " for a batch of 2 rows, but the data has ";
-  const std::string unit = io.tokens() ? " ids" : " classes";
   const int64_t dims = static_cast<int64_t>(expected.size());
   bool leading = out.dim() == dims;
   for (int64_t d = 0; leading && d + 1 < dims; ++d) leading = out.size(d) == expected[d];
-  const bool wider = leading && out.size(dims - 1) > io.classes;
-  const bool fits = leading && (out.size(dims - 1) == io.classes || (allow_wider && wider));
-  if (!fits)
-    throw Error(role + ": " + model.describe() + " outputs " + shape_text(out.sizes()) + what + std::to_string(io.classes) +
-                unit + " (expected " + shape_text(expected) + (wider && !allow_wider
-                     ? "; if the extra outputs are padding, set loss.vocab to \"truncate\")"
-                     : ")"));
+  const int64_t got = leading ? out.size(dims - 1) : -1;
+  if (leading && (got == io.classes || (width == OutputWidth::at_least && got > io.classes))) return got;
+  const std::string what = io.tokens() ? " for tokens [2, " + std::to_string(t) + "], but "
+                                       : " for a batch of 2 rows, but the data has ";
+  const std::string need = io.tokens() ? std::to_string(io.classes) + " outputs are needed" : std::to_string(io.classes) + " classes";
+  std::string hint = ")";
+  if (leading && got > io.classes && width == OutputWidth::exact) hint = "; if the extra outputs are padding, set loss.vocab to \"truncate\")";
+  if (leading && got < io.classes && io.tokens()) hint = "; the model's vocabulary is smaller than the ids it must score)";
+  throw Error(role + ": " + model.describe() + " outputs " + shape_text(out.sizes()) + what + need + " (expected " +
+              shape_text(expected) + hint);
 }
 
 }  // namespace distill

@@ -9,7 +9,7 @@ namespace {
 
 std::map<std::string, ArchEntry> register_builtin_archs() {
   std::map<std::string, ArchEntry> archs;
-  for (ArchEntry entry : {models::mlp_arch(), models::cnn_arch()}) archs.emplace(entry.name, std::move(entry));
+  for (ArchEntry entry : {models::mlp_arch(), models::cnn_arch(), models::llama_arch()}) archs.emplace(entry.name, std::move(entry));
   return archs;
 }
 

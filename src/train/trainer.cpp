@@ -17,6 +17,7 @@
 #include "distill/io/paths.h"
 #include "distill/io/safetensors.h"
 #include "distill/data/registry.h"
+#include "distill/models/hf_folder.h"
 #include "distill/models/registry.h"
 #include "distill/loss/kd_loss.h"
 #include "distill/loss/output_loss.h"
@@ -53,6 +54,21 @@ int64_t apply_threads(int64_t threads) {
   return n;
 }
 
+namespace {
+
+// What `init` (student.init / student.weights) holds: safetensors written by distill, or a Hugging Face folder.
+struct InitWeights {
+  SafetensorsContents contents;
+  bool hf = false;
+};
+
+InitWeights read_init(const std::string& path) {
+  if (is_hf_folder(path)) return {map_hf_weights(path, "student.init"), true};
+  return {load_safetensors(path), false};
+}
+
+}  // namespace
+
 Workspace prepare_workspace(const Config& config, const Metadata* student_metadata) {
   Workspace ws;
   ws.device = resolve_device(config.run.device);
@@ -76,25 +92,50 @@ Workspace prepare_workspace(const Config& config, const Metadata* student_metada
     }
     ws.teacher->to(ws.device);
     ws.teacher->set_requires_grad(false);
-    check_model_io(*ws.teacher, io, "teacher", ws.device, /*allow_wider=*/config.loss.vocab == "truncate");
   }
   // Seed again so the student's initialisation does not depend on whether a teacher was built.
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
   const auto& init = config.student.init ? config.student.init : config.student.weights;
-  std::optional<SafetensorsContents> init_weights;
-  if (init) init_weights = load_safetensors(*init);
+  std::optional<InitWeights> init_weights;
+  if (init) init_weights = read_init(*init);
   ModelConfig student_config = config.student;
   if (!student_config.path && !student_config.arch)
-    student_config = arch_from_metadata(student_config, init_weights->metadata, *init);
+    student_config = init_weights->hf ? hf_model_config(*init, "student.init")
+                                      : arch_from_metadata(student_config, init_weights->contents.metadata, *init);
   ws.student = make_model(student_config, io, "student");
-  if (init_weights) load_weights(*ws.student, *init_weights, *init);
+  if (init_weights) {
+    if (init_weights->hf) load_hf_weights(*ws.student, init_weights->contents, *init);
+    else load_weights(*ws.student, init_weights->contents, *init);
+  }
   ws.student->to(ws.device);
   ws.student->set_requires_grad(true);
-  check_model_io(*ws.student, io, "student", ws.device);
+  // A language model may have more outputs than the data has ids (a padded embedding table); the teacher must
+  // match the student's, or have more under loss.vocab = truncate.
+  const int64_t student_outputs =
+      check_model_io(*ws.student, io, "student", ws.device, io.tokens() ? OutputWidth::at_least : OutputWidth::exact);
+  if (ws.teacher) {
+    IoShape teacher_io = io;
+    teacher_io.classes = student_outputs;
+    check_model_io(*ws.teacher, teacher_io, "teacher", ws.device,
+                   config.loss.vocab == "truncate" ? OutputWidth::at_least : OutputWidth::exact);
+  }
   return ws;
 }
 
 namespace {
+
+// The tokenizer files a language-model student is written with: those of the Hugging Face folder it (or its
+// teacher) came from, else the tokenizer of its data.
+std::vector<std::string> student_tokenizer_files(const Config& c, const DataSources& data) {
+  for (const auto& p : {c.student.path, c.student.init, c.teacher ? c.teacher->path : std::optional<std::string>()}) {
+    if (!p || !is_hf_folder(*p)) continue;
+    std::vector<std::string> files = hf_tokenizer_files(*p);
+    if (!files.empty()) return files;
+  }
+  if (data.tokenizer_path.empty()) return {};
+  if (paths::is_directory(data.tokenizer_path)) return hf_tokenizer_files(data.tokenizer_path);
+  return {data.tokenizer_path};
+}
 
 struct StepResult {
   double loss = 0, kd = 0, ce = 0, grad_norm = 0;
@@ -404,6 +445,12 @@ class Trainer {
     save_safetensors(path, ws_.student->state(), student_metadata());
     if (ws_.student->is_torchscript()) ws_.student->save_torchscript(paths::join(out_dir_, "student.pt"));
     log_.info("student saved to " + path);
+    if (ws_.student->hf_config().is_object()) {
+      // A language model also goes out as the folder transformers loads, with the tokenizer it was trained with.
+      const std::string folder = paths::join(out_dir_, "student");
+      save_hf_folder(*ws_.student, folder, student_tokenizer_files(c_, ws_.data));
+      log_.info("student saved as a Hugging Face folder: " + folder);
+    }
     return path;
   }
 

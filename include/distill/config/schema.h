@@ -25,6 +25,7 @@ void read_value(const json& v, bool& out, const std::string& path);
 void read_value(const json& v, int64_t& out, const std::string& path);
 void read_value(const json& v, double& out, const std::string& path);
 void read_value(const json& v, PathList& out, const std::string& path);  // a string or an array of strings
+void read_value(const json& v, json& out, const std::string& path);      // an object, or null
 
 template <class T> void read_value(const json& v, std::vector<T>& out, const std::string& path);
 template <class T> void read_value(const json& v, std::optional<T>& out, const std::string& path) {

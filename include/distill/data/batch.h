@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +44,10 @@ struct DataSources {
   IoShape io;
   Metadata student_metadata;         // stored with the student (e.g. the CSV normalisation)
   std::vector<std::string> summary;  // `distill validate` lines
+  // Token data: the tokenizer its ids come from, when the data knows it (a pack manifest, data.tokenizer),
+  // to be checked against a model's own tokenizer. Hex SHA-256 of the tokenizer file, and that file.
+  std::optional<std::string> tokenizer_sha256;
+  std::string tokenizer_path;
   // Lets the format adapt the teacher's inputs to what the teacher was trained on (its weights' metadata,
   // named by `origin`): a CSV normalisation of its own. Unset: the teacher sees the student's inputs.
   std::function<void(const Metadata& teacher_metadata, const std::string& origin)> fit_teacher;

@@ -38,6 +38,10 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors, cons
 
 SafetensorsContents decode_safetensors(const uint8_t* data, size_t size, const std::string& origin);
 SafetensorsContents load_safetensors(const std::string& path);
+// The same checks, without reading the file: it is mapped (privately: writing a tensor never changes the file)
+// and each tensor whose bytes are aligned for its dtype is a view into the mapping, which lives as long as
+// such a tensor does. For model weights, which may be larger than memory would hold twice.
+SafetensorsContents map_safetensors(const std::string& path);
 
 // Safetensors dtype name ("F32", "BF16", ...) of a tensor; throws for dtypes safetensors cannot hold.
 std::string safetensors_dtype_name(const at::Tensor& t);

@@ -32,6 +32,12 @@ struct ModelOutput {
   at::Tensor full_logits() const;
 };
 
+// The keys and values of every layer's past positions, for decoding one token at a time.
+struct KvCache {
+  std::vector<at::Tensor> keys, values;  // per layer: [B, kv_heads, positions, head_dim]
+  int64_t length = 0;                    // positions held
+};
+
 class Model {
  public:
   virtual ~Model() = default;
@@ -48,6 +54,15 @@ class Model {
   virtual nlohmann::json arch_json() const = 0;
   virtual std::string describe() const = 0;
   virtual bool is_torchscript() const { return false; }
+  // Language models with a KV cache: the logits [B, T, vocab] of `ids` [B, T] placed after the positions the
+  // cache holds, which it then holds too. Without one (has_kv_cache() false), a caller re-runs forward().
+  virtual bool has_kv_cache() const { return false; }
+  virtual at::Tensor forward_cached(const at::Tensor& ids, KvCache& cache);
+  // The longest sequence a language model takes (max_position_embeddings); 0: no limit known.
+  virtual int64_t max_positions() const { return 0; }
+  // The Hugging Face config.json that rebuilds the model in `transformers` (built-in language models);
+  // null for the others.
+  virtual nlohmann::json hf_config() const;
   // TorchScript models only: save the (trained) module back as TorchScript, atomically.
   virtual void save_torchscript(const std::string& path);
 
@@ -68,10 +83,13 @@ void load_weights(Model& model, const SafetensorsContents& weights, const std::s
 // writes into its safetensors (so a teacher can be given by its weights alone). `origin` names the file.
 ModelConfig arch_from_metadata(const ModelConfig& config, const Metadata& metadata, const std::string& origin);
 
+// How many outputs check_model_io accepts: exactly io.classes, or that many or more (a teacher whose extra
+// outputs loss.vocab = truncate drops; a language model's padded embedding table).
+enum class OutputWidth { exact, at_least };
+
 // Checks that a model maps [N, io.features] to [N, io.classes] (rows), or [N, T] tokens to [N, T, io.classes]
-// (or more outputs, when `allow_wider`: a teacher whose extra outputs loss.vocab = truncate drops); `role`
-// names it in the error.
-void check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device,
-                    bool allow_wider = false);
+// within io.seq_len positions, and returns its number of outputs; `role` names it in the error.
+int64_t check_model_io(Model& model, const IoShape& io, const std::string& role, const c10::Device& device,
+                       OutputWidth width = OutputWidth::exact);
 
 }  // namespace distill
