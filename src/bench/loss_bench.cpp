@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench/device_memory.h"
+#include "distill/config/dtype_names.h"
 #include "distill/error.h"
 #include "distill/loss/kd_loss.h"
 #include "distill/train/trainer.h"
@@ -32,10 +33,11 @@ int64_t status_kib(const char* key) {
 void reset_peak_rss() { std::ofstream("/proc/self/clear_refs") << "5"; }
 
 at::ScalarType dtype_of(const std::string& name) {
-  if (name == "f32") return at::kFloat;
-  if (name == "bf16") return at::kBFloat16;
-  if (name == "f16") return at::kHalf;
-  throw Error("--dtype: '" + name + "' is not one of f32 | bf16 | f16");
+  switch (dtype_named(name, "--dtype")) {
+    case DTypeName::bfloat16: return at::kBFloat16;
+    case DTypeName::float16: return at::kHalf;
+    default: return at::kFloat;
+  }
 }
 
 struct Timing {

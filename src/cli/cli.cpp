@@ -93,7 +93,7 @@ int run_cli(int argc, char** argv) {
       "loss", "time forward+backward of the fused KD loss and of the ATen composite, side by side");
   bench_loss->add_option("--rows", bench.rows, "rows N (tokens or examples)")->capture_default_str();
   bench_loss->add_option("--vocab", bench.vocab, "vocabulary / classes V")->capture_default_str();
-  bench_loss->add_option("--dtype", bench.dtype, "logit dtype: f32 | bf16 | f16")->capture_default_str();
+  bench_loss->add_option("--dtype", bench.dtype, "logit dtype: f32 | bf16 | f16 (or float32, fp32, bfloat16, float16, fp16)")->capture_default_str();
   bench_loss->add_option("--device", bench.device, "cpu | cuda | cuda:N")->capture_default_str();
   bench_loss->add_option("--kind", bench.kind, "forward_kl | reverse_kl | jsd")->capture_default_str();
   bench_loss->add_option("--repeats", bench.repeats, "timed repeats (the median is reported)")->capture_default_str();

@@ -7,6 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "distill/config/dtype_names.h"
 #include "distill/config/schema.h"
 #include "distill/data/registry.h"
 #include "distill/error.h"
@@ -228,9 +229,9 @@ std::string arch_names() {
 json checked_model_options(const ModelConfig& m, const std::string& name) {
   if (m.path && m.arch)
     throw Error(name + ": give either 'path' (a TorchScript module or a Hugging Face folder) or 'arch' (built-in), not both");
-  if (!m.path && !m.arch && !m.weights)
+  if (!m.path && !m.arch && !m.weights && !m.init)
     throw Error(name + ": needs 'path' (a TorchScript .pt or a Hugging Face model folder), 'arch' (" + arch_names() +
-                "), or 'weights' written by distill (which carry their arch)");
+                "), or 'weights' / 'init' (distill's safetensors or a Hugging Face folder, which carry their arch)");
   if (m.path && m.path->empty()) throw Error(name + ".path: must not be empty");
   ModelConfig probe;
   const std::vector<std::string> common = field_names(probe);
@@ -246,7 +247,8 @@ json checked_model_options(const ModelConfig& m, const std::string& name) {
     if (m.path)
       throw Error(name + ": " + keys + " describe a built-in arch; a 'path' model (TorchScript or Hugging Face folder) "
                   "carries its own architecture, remove them");
-    throw Error(name + ": " + keys + " need an 'arch'; without one the arch is read from " + name + ".weights");
+    throw Error(name + ": " + keys + " need an 'arch'; without one the arch is read from " + name +
+                (m.init ? ".init" : ".weights"));
   }
   return json::object();
 }
@@ -352,6 +354,11 @@ void validate(const Config& c) {
                   "e.g. the student.safetensors of a supervised distill run");
   }
   checked_model_options(c.student, "student");
+  if (c.teacher) dtype_named(c.teacher->dtype, "teacher.dtype");
+  if (dtype_named(c.student.dtype, "student.dtype") != DTypeName::float32)
+    throw Error("student.dtype: a student trains with float32 weights; for bfloat16 arithmetic set train.precision "
+                "to \"bfloat16\" (autocast, float32 master weights)");
+  dtype_named(c.train.precision, "train.precision");
   if (c.student.weights && c.student.init)
     throw Error("student: give either 'init' or 'weights' (they mean the same for a student), not both");
   // loss

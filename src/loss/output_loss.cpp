@@ -94,14 +94,16 @@ struct ChunkedHeadLoss : public torch::autograd::Function<ChunkedHeadLoss> {
       KdLossValue v = plan.teacher.value(logits, b, e, plan.labels.slice(0, b, e), plan.options, plan.normalizer, want_grad);
       sums.add_(v.sums);
       if (!want_grad) continue;
+      // The logits' gradient in the inputs' dtype (under autocast the logits may be bfloat16 while the
+      // hidden states and the head are float32); the head's gradient accumulates in the head's dtype.
       const at::Tensor g = v.grad.to(hidden.scalar_type());
       if (grad_hidden_wanted) {
         at::Tensor rows = grad_hidden.slice(0, b, e);
-        at::mm_out(rows, g, weight);
+        at::mm_out(rows, g, weight.to(hidden.scalar_type()));
       }
       if (grad_weight_wanted) {
-        grad_weight.addmm_(g.t(), h);
-        if (grad_bias.defined()) grad_bias.add_(g.sum(0));
+        grad_weight.addmm_(g.t().to(weight.scalar_type()), h.to(weight.scalar_type()));
+        if (grad_bias.defined()) grad_bias.add_(g.sum(0).to(bias.scalar_type()));
       }
     }
     ctx->saved_data["grad_hidden"] = grad_hidden;

@@ -285,6 +285,11 @@ class LlamaModel : public Model {
     if (lm_head_) lm_head_->to(device);
     inv_freq_ = inv_freq_.to(device);
   }
+  // The rotary frequencies stay float32, as in transformers.
+  void cast(c10::ScalarType dtype) override {
+    body_->to(dtype);
+    if (lm_head_) lm_head_->to(dtype);
+  }
   json arch_json() const override {
     json j = schema::write_fields(c_);
     j["arch"] = "llama";

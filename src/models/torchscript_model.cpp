@@ -71,6 +71,7 @@ class TorchScriptModel : public Model {
   }
   void set_training(bool on) override { module_.train(on); }
   void to(const c10::Device& device) override { module_.to(device); }
+  void cast(c10::ScalarType dtype) override { module_.to(dtype); }
   nlohmann::json arch_json() const override { return {{"arch", "torchscript"}, {"source", path_}}; }
   std::string describe() const override { return "TorchScript " + path_; }
   bool is_torchscript() const override { return true; }

@@ -66,7 +66,7 @@ class SequentialModel : public Model {
   SequentialModel(torch::nn::Sequential net, nlohmann::json arch, std::string description)
       : net_(std::move(net)), arch_(std::move(arch)), description_(std::move(description)) {}
 
-  ModelOutput forward_output(const at::Tensor& x) override { return {net_->forward(x)}; }
+  ModelOutput forward_output(const at::Tensor& x) override { return {net_->forward(x.to(dtype_))}; }
   NamedTensors state() override {
     NamedTensors out;
     for (const auto& p : net_->named_parameters()) out.emplace_back(p.key(), p.value());
@@ -76,11 +76,16 @@ class SequentialModel : public Model {
   std::vector<at::Tensor> parameters() override { return net_->parameters(); }
   void set_training(bool on) override { net_->train(on); }
   void to(const c10::Device& device) override { net_->to(device); }
+  void cast(c10::ScalarType dtype) override {
+    net_->to(dtype);
+    dtype_ = dtype;
+  }
   nlohmann::json arch_json() const override { return arch_; }
   std::string describe() const override { return description_; }
 
  private:
   torch::nn::Sequential net_;
+  c10::ScalarType dtype_ = c10::kFloat;  // rows are given in float32 and cast to the weights' dtype
   nlohmann::json arch_;
   std::string description_;
 };

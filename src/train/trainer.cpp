@@ -16,6 +16,7 @@
 #include "distill/io/atomic_file.h"
 #include "distill/io/paths.h"
 #include "distill/io/safetensors.h"
+#include "distill/config/dtype_names.h"
 #include "distill/data/registry.h"
 #include "distill/models/hf_folder.h"
 #include "distill/models/registry.h"
@@ -27,6 +28,7 @@
 #include "distill/train/resume.h"
 #include "distill/train/run_log.h"
 #include "distill/train/trainer.h"
+#include "train/autocast.h"
 
 namespace distill {
 
@@ -91,6 +93,8 @@ Workspace prepare_workspace(const Config& config, const Metadata* student_metada
       if (ws.data.fit_teacher) ws.data.fit_teacher(weights->metadata, *config.teacher->weights);
     }
     ws.teacher->to(ws.device);
+    if (const DTypeName dt = dtype_named(config.teacher->dtype, "teacher.dtype"); dt != DTypeName::float32)
+      ws.teacher->cast(dt == DTypeName::bfloat16 ? at::kBFloat16 : at::kHalf);
     ws.teacher->set_requires_grad(false);
   }
   // Seed again so the student's initialisation does not depend on whether a teacher was built.
@@ -181,6 +185,7 @@ class Trainer {
     loss_options_.kd = KdLossOptions::from_config(c_.loss);
     loss_options_.topk = c_.loss.topk;
     loss_options_.chunk_rows = c_.loss.chunk_rows;
+    bf16_ = dtype_named(c_.train.precision, "train.precision") == DTypeName::bfloat16;
     if (resume) restore(*resume);
     stop_after_step_ = env_int("DISTILL_TEST_STOP_AFTER_STEP");
   }
@@ -301,6 +306,7 @@ class Trainer {
       cached.logits = batch.sparse_teacher.logits.to(ws_.device);
       if (batch.sparse_teacher.lse.defined()) cached.lse = batch.sparse_teacher.lse.to(ws_.device);
     }
+    AutocastScope autocast(ws_.device, bf16_);
     ModelOutput teacher;
     const bool run_teacher = ws_.teacher && !cached.index.defined();
     if (run_teacher) {
@@ -401,6 +407,7 @@ class Trainer {
   }
 
   EvalResult run_eval(const char* kind, bool record = true) {
+    AutocastScope autocast(ws_.device, bf16_);
     EvalResult r = evaluate(*ws_.student, ws_.teacher.get(), *ws_.data.val, c_.loss, eval_batch_size_,
                             c_.loss.chunk_rows, ws_.device);
     if (!record) return r;
@@ -467,6 +474,7 @@ class Trainer {
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   OutputLossOptions loss_options_;
   int64_t eval_batch_size_ = 0;
+  bool bf16_ = false;  // train.precision bfloat16: forwards under autocast
 };
 
 void check_batch_size(const Config& config, const Workspace& ws) {

@@ -48,6 +48,7 @@ struct ModelConfig {
   std::optional<std::string> arch;     // a built-in architecture
   std::optional<std::string> weights;  // safetensors to load (teacher: its trained weights)
   std::optional<std::string> init;     // student only: safetensors to start from
+  std::string dtype = "float32";       // the weights' dtype in memory (a teacher may be held in bfloat16)
   nlohmann::json options = nlohmann::json::object();  // the arch's keys, defaults filled in once loaded
 };
 
@@ -89,6 +90,7 @@ struct TrainConfig {
   int64_t log_every = 10;   // optimizer steps between log lines
   int64_t eval_batch_size = 0;  // 0: 1024 rows, or train.batch_size sequences
   int64_t max_bad_steps = 20;  // consecutive non-finite steps (skipped) before the run stops with an error
+  std::string precision = "float32";  // float32 | bfloat16: autocast, with float32 master weights
 };
 
 struct CheckpointConfig {
@@ -124,7 +126,8 @@ template <class F> void visit_fields(ModelConfig& c, F&& f) {
   f("path", c.path, "a TorchScript module (.pt) or a Hugging Face model folder, instead of a built-in arch");
   f("arch", c.arch, "built-in architecture (the architectures and their keys are listed below)");
   f("weights", c.weights, "safetensors file with the model's weights");
-  f("init", c.init, "student only: safetensors file to start training from");
+  f("init", c.init, "student only: safetensors file or Hugging Face folder to start training from");
+  f("dtype", c.dtype, "the weights' dtype in memory: float32 | bfloat16 | float16; a teacher may be held in bfloat16 (its logits are upcast to float32 in the loss); a student trains in float32 (see train.precision)");
 }
 template <class F> void visit_fields(LossConfig& c, F&& f) {
   f("kind", c.kind, "divergence: forward_kl (KL(P||Q)) | reverse_kl (KL(Q||P)) | jsd (generalised JSD, see beta)");
@@ -162,6 +165,7 @@ template <class F> void visit_fields(TrainConfig& c, F&& f) {
   f("log_every", c.log_every, "optimizer steps between log lines");
   f("eval_batch_size", c.eval_batch_size, "examples per evaluation batch; 0 = 1024 rows, or train.batch_size sequences");
   f("max_bad_steps", c.max_bad_steps, "consecutive steps with a non-finite loss or gradient (each skipped) before the run stops");
+  f("precision", c.precision, "float32 | bfloat16 (also fp32, bf16): bfloat16 runs forward passes under autocast (matrix products in bfloat16; float32 master weights, optimizer state and loss)");
 }
 template <class F> void visit_fields(CheckpointConfig& c, F&& f) {
   f("every", c.every, "optimizer steps between checkpoints; 0 = every epoch end");

@@ -50,6 +50,8 @@ class Model {
   virtual std::vector<at::Tensor> parameters() = 0;
   virtual void set_training(bool on) = 0;
   virtual void to(const c10::Device& device) = 0;
+  // Holds the floating-point weights in `dtype` (a teacher in bfloat16); the forward then computes in it.
+  virtual void cast(c10::ScalarType dtype) = 0;
   // Arch description stored in safetensors metadata so that `distill eval` and users can rebuild the model.
   virtual nlohmann::json arch_json() const = 0;
   virtual std::string describe() const = 0;
