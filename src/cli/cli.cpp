@@ -7,8 +7,10 @@
 #include <nlohmann/json.hpp>
 
 #include "distill/bench/loss_bench.h"
+#include "distill/cli/data_cli.h"
 #include "distill/cli/generate_cli.h"
 #include "distill/config/config.h"
+#include "distill/data/pack.h"
 #include "distill/error.h"
 #include "distill/train/trainer.h"
 
@@ -105,6 +107,30 @@ int run_cli(int argc, char** argv) {
       ->capture_default_str();
   bench_loss->add_option("--topk-tail", bench.topk_tail, "sparse teacher's tail: ignore | tail")->capture_default_str();
 
+  PackOptions pack;
+  CLI::App* data_cmd = app.add_subcommand("data", "prepare language-model data");
+  data_cmd->require_subcommand(1);
+  CLI::App* pack_cmd = data_cmd->add_subcommand(
+      "pack", "tokenise a .txt (one document) or .jsonl file into llm.c token shards plus manifest.json (docs/data.md)");
+  pack_cmd->add_option("--tokenizer", pack.tokenizer, "tokenizer.json, SentencePiece .model, or a model folder")->required();
+  pack_cmd->add_option("--in", pack.input, "FILE.txt (the whole file is one document) or FILE.jsonl")->required();
+  pack_cmd->add_option("--out", pack.out_dir, "folder for the shards and manifest.json")->required();
+  pack_cmd->add_option("--val-fraction", pack.val_fraction,
+                       "the last share of the tokens (.txt) or records (.jsonl) held out for validation")
+      ->capture_default_str();
+  pack_cmd->add_option("--shard-tokens", pack.shard_tokens, "tokens per shard at most")->capture_default_str();
+  pack_cmd->add_option("--threads", pack.threads, "tokenizer threads; 0 = one per core")->capture_default_str();
+  pack_cmd->add_flag("--overwrite", pack.overwrite, "replace a packed folder (one that holds manifest.json)");
+
+  std::string tok_in, tok_out;
+  int64_t tok_vocab = 1024;
+  CLI::App* tokenizer_cmd = data_cmd->add_subcommand(
+      "tokenizer", "train a SentencePiece BPE tokenizer (byte fallback; deterministic) on a UTF-8 text file");
+  tokenizer_cmd->add_option("--in", tok_in, "training text (UTF-8, one sentence per line)")->required();
+  tokenizer_cmd->add_option("--vocab-size", tok_vocab, "pieces, including <unk>, <s>, </s> and the 256 byte pieces")
+      ->capture_default_str();
+  tokenizer_cmd->add_option("--out", tok_out, "the .model file to write")->required();
+
   GenerateCliOptions gen;
   CLI::App* generate_cmd = app.add_subcommand("generate", "continue a prompt with a language model (KV cache; greedy unless --temperature > 0)");
   generate_cmd->add_option("--model,-m", gen.model, "a Hugging Face model folder, a run folder (its student/), a TorchScript LM (.pt) or a student.safetensors")->required();
@@ -171,6 +197,14 @@ int run_cli(int argc, char** argv) {
   if (bench_loss->parsed()) {
     nlohmann::json result = run_loss_bench(bench);
     std::cout << (bench_json ? result.dump() + "\n" : format_loss_bench(result));
+    return 0;
+  }
+  if (tokenizer_cmd->parsed()) {
+    train_tokenizer_cli(tok_in, tok_vocab, tok_out, std::cout);
+    return 0;
+  }
+  if (pack_cmd->parsed()) {
+    std::cout << pack_tokens(pack).summary() << "\n";
     return 0;
   }
   if (generate_cmd->parsed()) {

@@ -28,7 +28,7 @@ namespace {
 
 // Keys whose values name input files: relative paths are resolved against the config file's folder
 // (against the current directory when given through --set).
-const std::set<std::string> kFileKeys = {"data.path",      "data.val_path",    "teacher.path",
+const std::set<std::string> kFileKeys = {"data.path",      "data.val_path",    "data.tokenizer",   "teacher.path",
                                          "teacher.weights", "student.path",     "student.weights",
                                          "student.init"};
 

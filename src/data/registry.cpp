@@ -9,7 +9,8 @@ namespace {
 
 std::map<std::string, DataFormatEntry> register_builtin_formats() {
   std::map<std::string, DataFormatEntry> formats;
-  for (DataFormatEntry entry : {data::csv_format()}) formats.emplace(entry.name, std::move(entry));
+  for (DataFormatEntry entry : {data::csv_format(), data::token_format(), data::jsonl_format()})
+    formats.emplace(entry.name, std::move(entry));
   return formats;
 }
 

@@ -85,7 +85,15 @@ bool skipped_on_load(const std::string& name, const Model& model) {
 }  // namespace
 
 bool is_hf_folder(const std::string& path) {
-  return paths::is_directory(path) && paths::is_regular_file(paths::join(path, "config.json"));
+  if (!paths::is_directory(path) || !paths::is_regular_file(paths::join(path, "config.json"))) return false;
+  for (const char* weights : {"model.safetensors", "model.safetensors.index.json", "pytorch_model.bin"})
+    if (paths::exists(paths::join(path, weights))) return true;
+  // Without weights, a model's config.json still names its model_type (a run folder's config.json does not).
+  std::ifstream in(paths::join(path, "config.json"), std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  const json cfg = json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  return cfg.is_object() && cfg.contains("model_type");
 }
 
 ModelConfig hf_model_config(const std::string& folder, const std::string& key) {

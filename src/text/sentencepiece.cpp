@@ -226,6 +226,11 @@ void train_sentencepiece_bpe(const std::string& input_text_path, int64_t vocab_s
       {"split_digits", options.split_digits ? "true" : "false"},
   };
   if (!symbols.empty()) settings.emplace_back("user_defined_symbols", symbols);
+  if (options.keep_whitespace) {
+    settings.emplace_back("normalization_rule_name", "identity");
+    settings.emplace_back("remove_extra_whitespaces", "false");
+    settings.emplace_back("allow_whitespace_only_pieces", "true");
+  }
   std::string model_bytes, error;
   if (!plugin().train(settings, /*seed=*/1, model_bytes, error))
     throw Error(input_text_path + ": SentencePiece training failed (" + error + ")");

@@ -4,6 +4,8 @@
 #include <torch/torch.h>
 
 #include <chrono>
+#include <fstream>
+#include <sstream>
 #include <csignal>
 #include <cstdlib>
 #include <cmath>
@@ -15,6 +17,7 @@
 #include "distill/error.h"
 #include "distill/io/atomic_file.h"
 #include "distill/io/paths.h"
+#include "distill/io/sha256.h"
 #include "distill/io/safetensors.h"
 #include "distill/config/dtype_names.h"
 #include "distill/data/registry.h"
@@ -69,6 +72,28 @@ InitWeights read_init(const std::string& path) {
   return {load_safetensors(path), false};
 }
 
+// Token data knows the tokenizer it was made with (a pack manifest's hash); a model folder that ships a
+// tokenizer must hold that very file, or the ids mean other words to it.
+void check_tokenizer(const DataSources& data, const std::optional<std::string>& folder, const std::string& key) {
+  if (!data.tokenizer_sha256 || !folder || !is_hf_folder(*folder)) return;
+  std::string seen;
+  for (const std::string& file : hf_tokenizer_files(*folder)) {
+    const std::string name = paths::filename(file);
+    if (name != "tokenizer.json" && name != "tokenizer.model") continue;
+    std::ifstream in(file, std::ios::binary);
+    std::stringstream bytes;
+    bytes << in.rdbuf();
+    const std::string sha = sha256_hex(bytes.str());
+    if (sha == *data.tokenizer_sha256) return;
+    seen += (seen.empty() ? "" : ", ") + name + " (sha256 " + sha.substr(0, 12) + "...)";
+  }
+  if (seen.empty()) return;  // the folder has no tokenizer to compare with
+  throw Error(key + ": " + *folder + " has " + seen + ", but the data was tokenised with " +
+              (data.tokenizer_path.empty() ? std::string("another tokenizer") : data.tokenizer_path) + " (sha256 " +
+              data.tokenizer_sha256->substr(0, 12) + "...); its ids would mean other tokens to this model. Pack the "
+              "data with the model's tokenizer: distill data pack --tokenizer " + *folder + " ...");
+}
+
 }  // namespace
 
 Workspace prepare_workspace(const Config& config, const Metadata* student_metadata) {
@@ -76,6 +101,9 @@ Workspace prepare_workspace(const Config& config, const Metadata* student_metada
   ws.device = resolve_device(config.run.device);
   ws.data = data_format_named(config.data.format, "data.format").load(config, student_metadata);
   const IoShape& io = ws.data.io;
+  if (config.teacher) check_tokenizer(ws.data, config.teacher->path, "teacher.path");
+  check_tokenizer(ws.data, config.student.path, "student.path");
+  check_tokenizer(ws.data, config.student.init, "student.init");
   if (config.loss.topk > io.classes)
     throw Error("loss.topk: " + std::to_string(config.loss.topk) + " is more than the " + std::to_string(io.classes) +
                 (io.tokens() ? " ids of the vocabulary" : " classes of the data") + " (the student's outputs); use at most " +
@@ -628,6 +656,7 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
   } else if (!options.resume.empty()) {
     log.info("--resume " + options.resume + ": no checkpoint in " + out_dir + " yet; starting from step 0");
   }
+  for (const auto& line : ws.data.summary) log.info(line);
   if (ws.teacher)
     log.info("teacher: " + ws.teacher->describe() + " (" + std::to_string(ws.teacher->parameter_count()) + " parameters)");
   else
@@ -653,6 +682,7 @@ EvalResult evaluate_weights(const Config& config_in, const std::string& weights_
 }
 
 std::vector<std::string> validate_run(const Config& config) {
+  apply_threads(config.run.threads);
   Workspace ws = prepare_workspace(config);
   check_batch_size(config, ws);
   std::vector<std::string> lines;

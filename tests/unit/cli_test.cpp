@@ -120,7 +120,7 @@ TEST_CASE("cli: bench loss times both paths and reports user errors in one line"
   REQUIRE(scalar.exit_code == 0);
   CHECK(json::parse(scalar.output.substr(scalar.output.find('{')))["cpu_isa"] == "scalar");
   check_user_error(run_distill(small, "DISTILL_CPU_ISA=sse9"), "DISTILL_CPU_ISA: 'sse9' is not one of");
-  check_user_error(run_distill("bench loss --dtype f64"), "--dtype: 'f64' is not one of");
+  check_user_error(run_distill("bench loss --dtype f64"), "--dtype: must be one of float32 | bfloat16 | float16");
   check_user_error(run_distill("bench loss --rows 0"), "--rows: must be > 0");
   check_user_error(run_distill("bench loss --kind kl"), "--kind: must be one of forward_kl | reverse_kl | jsd, got 'kl'");
   check_user_error(run_distill("bench loss --device gpu"), "--device: 'gpu' is not one of auto | cpu | cuda | cuda:N");

@@ -5,6 +5,7 @@
 #include "../test_util.h"
 #include "distill/config/config.h"
 #include "distill/error.h"
+#include "distill/generate/generate.h"
 #include "distill/models/model.h"
 
 #include <nlohmann/json.hpp>
@@ -125,4 +126,25 @@ TEST_CASE("TorchScript models: load, train, check outputs, refuse non-modules") 
   CHECK_THROWS_WITH(distill::make_model(junk, {64, 10}, "teacher"), Catch::Contains("teacher.path:") && Catch::Contains("is not a TorchScript module"));
   junk.path = dir / "absent.pt";
   CHECK_THROWS_WITH(distill::make_model(junk, {64, 10}, "teacher"), Catch::Contains("not found"));
+}
+
+TEST_CASE("TorchScript causal language models: token ids in, logits per position out, greedy as the reference") {
+  ModelConfig c;
+  c.path = distill::test::source_path("tests/fixtures/torchscript/causal_lm_128.pt");
+  distill::IoShape io;
+  io.classes = 128;
+  io.seq_len = 16;
+  auto m = distill::make_model(c, io, "teacher");
+  CHECK(distill::check_model_io(*m, io, "teacher", c10::Device(c10::kCPU)) == 128);
+  CHECK(m->forward(torch::zeros({3, 5}, torch::kInt64)).sizes() == at::IntArrayRef({3, 5, 128}));
+  CHECK_FALSE(m->has_kv_cache());
+  const nlohmann::json want = nlohmann::json::parse(
+      distill::test::read_text(distill::test::source_path("tests/fixtures/torchscript/causal_lm_128.greedy.json")));
+  distill::GenerateOptions o;
+  o.max_new_tokens = static_cast<int64_t>(want["tokens"].size());
+  CHECK(distill::generate_ids(*m, want["prompt"].get<std::vector<int64_t>>(), o, c10::Device(c10::kCPU)) ==
+        want["tokens"].get<std::vector<int64_t>>());
+  // A classifier's rows are not what it takes.
+  CHECK_THROWS_WITH(distill::check_model_io(*m, {64, 10}, "teacher", c10::Device(c10::kCPU)),
+                    Catch::Contains("teacher.path:") && Catch::Contains("forward() failed on input [2, 64]"));
 }

@@ -20,7 +20,8 @@ namespace distill {
 class Model;
 struct ModelConfig;
 
-// Whether `path` is a folder holding config.json.
+// Whether `path` is a model folder: config.json beside weights, or a config.json that names a model_type (a
+// distill run folder's config.json does not).
 bool is_hf_folder(const std::string& path);
 
 // The model config.json describes: arch "llama" with its options. `key` ("teacher.path") names the config

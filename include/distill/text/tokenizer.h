@@ -75,6 +75,10 @@ struct SentencePieceTrainOptions {
   int64_t max_sentence_length = 4192;  // lines longer than this (bytes) are skipped in training
   bool split_digits = false;           // every digit its own piece (Llama's tokenizer does this)
   std::vector<std::string> user_defined_symbols;  // always kept whole ("<|endoftext|>")
+  // Text as it is, as Llama's tokenizer keeps it: no NFKC normalisation, runs of spaces kept, whitespace-only
+  // pieces allowed; a newline (never inside a training sentence: lines are sentences) becomes the byte piece
+  // <0x0A> instead of a space. false: sentencepiece's defaults (nmt_nfkc, extra whitespace removed).
+  bool keep_whitespace = false;
 };
 
 // Trains a SentencePiece BPE model with byte fallback on a UTF-8 text file (one sentence per line) and

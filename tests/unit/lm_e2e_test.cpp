@@ -1,0 +1,179 @@
+// Language models end to end through the CLI: a tokenizer trained on text, the text packed, a llama teacher
+// trained from a config, written as a Hugging Face folder and generating text, a student distilled from that
+// folder, a run interrupted and resumed bit for bit, bfloat16 autocast, TorchScript language models, and the
+// error that binds data to a model's tokenizer.
+#include <catch2/catch.hpp>
+
+#include <torch/torch.h>
+
+#include <sstream>
+
+#include <nlohmann/json.hpp>
+
+#include "../test_util.h"
+#include "distill/io/paths.h"
+#include "distill/io/safetensors.h"
+
+using distill::test::run_distill;
+using nlohmann::json;
+
+namespace {
+
+std::vector<json> events(const std::string& path, const std::string& kind) {
+  std::vector<json> out;
+  std::istringstream in(distill::test::read_text(path));
+  for (std::string line; std::getline(in, line);) {
+    json e = json::parse(line);
+    if (e["event"] == kind) out.push_back(e);
+  }
+  return out;
+}
+
+json llama(int64_t layers, int64_t hidden) {
+  return {{"arch", "llama"},           {"hidden_size", hidden},        {"intermediate_size", 2 * hidden},
+          {"num_hidden_layers", layers}, {"num_attention_heads", 4},   {"num_key_value_heads", 2},
+          {"max_position_embeddings", 64}, {"tie_word_embeddings", true}};
+}
+
+std::string write_config(const distill::test::ScratchDir& dir, const std::string& name, const json& config) {
+  distill::test::write_text(dir / name, config.dump(2));
+  return dir / name;
+}
+
+}  // namespace
+
+TEST_CASE("lm e2e: tokenizer, pack, teacher, Hugging Face folder, generate, distilled student") {
+  distill::test::ScratchDir dir("lm-e2e");
+  const std::string text = distill::test::source_path("tests/fixtures/tokenizers/shakespeare_slice.txt");
+  auto t = run_distill("data tokenizer --in " + text + " --vocab-size 400 --out " + (dir / "tok.model"));
+  INFO(t.output);
+  REQUIRE(t.exit_code == 0);
+  auto p = run_distill("data pack --tokenizer " + (dir / "tok.model") + " --in " + text + " --out " + (dir / "tokens") +
+                       " --val-fraction 0.05");
+  INFO(p.output);
+  REQUIRE(p.exit_code == 0);
+
+  json teacher = {{"run", {{"out_dir", dir / "teacher"}, {"seed", 1}, {"threads", 2}}},
+                  {"data", {{"format", "tokens"}, {"path", dir / "tokens"}, {"seq_len", 32}}},
+                  {"student", llama(2, 32)},
+                  {"optim", {{"lr", 0.01}}},
+                  {"train", {{"max_steps", 30}, {"batch_size", 8}, {"log_every", 10}, {"eval_every", 15}}}};
+  auto r = run_distill("train --config " + write_config(dir, "teacher.json", teacher));
+  INFO(r.output);
+  REQUIRE(r.exit_code == 0);
+  auto train = events(dir / "teacher/metrics.jsonl", "train");
+  REQUIRE(train.size() == 3);
+  CHECK(train.back()["loss"].get<double>() < train.front()["loss"].get<double>());
+  CHECK(train.front().contains("tokens_per_s"));
+  const json summary = json::parse(distill::test::read_text(dir / "teacher/summary.json"));
+  CHECK(summary["val_ppl"].get<double>() < 400.0);  // below the uniform distribution's 400
+  CHECK(summary["val_tokens"].get<int64_t>() > 0);
+
+  // The student folder: what transformers loads, with the tokenizer it was trained with.
+  for (const char* file : {"config.json", "model.safetensors", "generation_config.json", "tokenizer.model",
+                           "tokenizer_config.json"})
+    CHECK(distill::paths::exists(dir / "teacher/student/" + std::string(file)));
+  const json hf = json::parse(distill::test::read_text(dir / "teacher/student/config.json"));
+  CHECK(hf["architectures"][0] == "LlamaForCausalLM");
+  CHECK(hf["vocab_size"] == 400);
+
+  // Greedy generation from the run folder prints the prompt and its continuation; twice the same.
+  auto g1 = run_distill("generate --model " + (dir / "teacher") + " --prompt 'ROMEO:' --max-new-tokens 12");
+  auto g2 = run_distill("generate --model " + (dir / "teacher/student") + " --prompt 'ROMEO:' --max-new-tokens 12");
+  INFO(g1.output);
+  REQUIRE(g1.exit_code == 0);
+  CHECK(g1.output.rfind("ROMEO:", 0) == 0);
+  CHECK(g1.output.size() > std::string("ROMEO:\n").size());
+  CHECK(g1.output == g2.output);
+  auto s1 = run_distill("generate --model " + (dir / "teacher") + " --prompt 'ROMEO:' --temperature 1 --top-k 20 --seed 3");
+  auto s2 = run_distill("generate --model " + (dir / "teacher") + " --prompt 'ROMEO:' --temperature 1 --top-k 20 --seed 3");
+  CHECK(s1.exit_code == 0);
+  CHECK(s1.output == s2.output);
+  auto bad = run_distill("generate --model " + (dir / "teacher") + " --prompt x --top-p 1.5");
+  CHECK(bad.exit_code == 1);
+  CHECK_THAT(bad.output, Catch::Contains("error: --top-p: must be in (0, 1]"));
+
+  // A student distilled from the teacher's folder; the folder's tokenizer is the data's, so it is accepted.
+  json student = {{"run", {{"out_dir", dir / "student"}, {"seed", 2}, {"threads", 2}}},
+                  {"data", {{"format", "tokens"}, {"path", dir / "tokens"}, {"seq_len", 32}}},
+                  {"teacher", {{"path", dir / "teacher/student"}, {"dtype", "bf16"}}},
+                  {"student", llama(1, 16)},
+                  {"loss", {{"temperature", 2.0}, {"alpha", 0.5}}},
+                  {"optim", {{"lr", 0.01}}},
+                  {"train", {{"max_steps", 6}, {"batch_size", 4}, {"grad_accum", 2}, {"log_every", 3}}}};
+  auto d = run_distill("train --config " + write_config(dir, "student.json", student));
+  INFO(d.output);
+  REQUIRE(d.exit_code == 0);
+  const json ds = json::parse(distill::test::read_text(dir / "student/summary.json"));
+  CHECK(ds.contains("teacher_val_ppl"));
+  CHECK(ds.contains("val_kd"));
+  CHECK(ds["agreement"].get<double>() >= 0.0);
+
+  // Data packed with another tokenizer than the teacher folder's: refused, naming both.
+  distill::test::write_text(dir / "teacher/student/tokenizer.model",
+                            distill::test::read_text(distill::test::source_path("tests/fixtures/tokenizers/shakespeare_bpe.model")));
+  auto m = run_distill("train --config " + (dir / "student.json") + " --overwrite");
+  CHECK(m.exit_code == 1);
+  CHECK(distill::test::count_lines_starting(m.output, "error: ") == 1);
+  CHECK_THAT(m.output, Catch::Contains("teacher.path") && Catch::Contains("tokenizer.model") &&
+                           Catch::Contains("distill data pack --tokenizer"));
+}
+
+TEST_CASE("lm e2e: interrupted and resumed, a language-model run ends bit-identical") {
+  distill::test::ScratchDir dir("lm-resume");
+  const std::string fixtures = distill::test::source_path("tests/fixtures/lm_parity");
+  json config = json::parse(distill::test::read_text(fixtures + "/forward_kl.json"));
+  config["data"]["path"] = fixtures + "/tokens.bin";
+  config["data"]["val_path"] = fixtures + "/tokens.bin";
+  config["data"]["shuffle"] = true;
+  config["teacher"]["path"] = distill::test::source_path("tests/fixtures/llama/tiny-gqa");
+  config["student"] = llama(1, 16);
+  config["student"]["max_position_embeddings"] = 128;
+  config["train"] = {{"max_steps", 8}, {"batch_size", 2}, {"grad_accum", 2}, {"log_every", 2}};
+  config["checkpoint"] = {{"every", 2}};
+  config["run"] = {{"out_dir", dir / "whole"}, {"threads", 1}, {"seed", 4}};
+  const std::string path = write_config(dir, "c.json", config);
+  REQUIRE(run_distill("train --config " + path).exit_code == 0);
+  auto stopped = run_distill("train --config " + path + " --out " + (dir / "parts"), "DISTILL_TEST_STOP_AFTER_STEP=3");
+  INFO(stopped.output);
+  REQUIRE(stopped.exit_code == 75);
+  auto resumed = run_distill("train --config " + path + " --out " + (dir / "parts") + " --resume auto");
+  INFO(resumed.output);
+  REQUIRE(resumed.exit_code == 0);
+  const auto a = distill::load_safetensors(dir / "whole/student/model.safetensors");
+  const auto b = distill::load_safetensors(dir / "parts/student/model.safetensors");
+  REQUIRE(a.tensors.size() == b.tensors.size());
+  for (const auto& [name, t] : a.tensors) {
+    INFO(name);
+    REQUIRE(b.find(name));
+    CHECK(torch::equal(t, *b.find(name)));
+  }
+}
+
+TEST_CASE("lm e2e: bfloat16 autocast and TorchScript language models") {
+  distill::test::ScratchDir dir("lm-variants");
+  const std::string fixtures = distill::test::source_path("tests/fixtures/lm_parity");
+  const json expected = json::parse(distill::test::read_text(fixtures + "/expected.json"));
+  const std::string config = fixtures + "/forward_kl.json";
+  // bfloat16 matrix products, float32 weights: the reference's losses to bfloat16's precision.
+  auto bf = run_distill("train --config " + config + " --out " + (dir / "bf16") +
+                        " --set train.precision=bfloat16 --set teacher.dtype=bf16");
+  INFO(bf.output);
+  REQUIRE(bf.exit_code == 0);
+  auto steps = events(dir / "bf16/metrics.jsonl", "train");
+  REQUIRE(steps.size() == 4);
+  for (size_t i = 0; i < steps.size(); ++i)
+    CHECK(steps[i]["loss"].get<double>() == Approx(expected["steps"][i]["loss"].get<double>()).epsilon(0.01));
+
+  // A TorchScript language model as the teacher, then as the student (saved back as TorchScript).
+  const std::string lm = distill::test::source_path("tests/fixtures/torchscript/causal_lm_128.pt");
+  auto t = run_distill("train --config " + config + " --out " + (dir / "ts-teacher") + " --set teacher.path=" + lm);
+  INFO(t.output);
+  CHECK(t.exit_code == 0);
+  auto s = run_distill("train --config " + config + " --out " + (dir / "ts-student") +
+                       " --set student.init=null --set student.path=" + lm);
+  INFO(s.output);
+  REQUIRE(s.exit_code == 0);
+  CHECK(distill::paths::exists(dir / "ts-student/student.pt"));
+  CHECK_FALSE(distill::paths::exists(dir / "ts-student/student"));  // not a built-in LM: no Hugging Face folder
+}
