@@ -135,3 +135,74 @@ TEST_CASE("bad input: one error line, exit 1, the existing run untouched") {
     CHECK_THAT(r.output, Catch::StartsWith("error: run.out_dir: cannot create"));
   }
 }
+
+TEST_CASE("bad input, language models: one error line, exit 1, the existing run untouched") {
+  distill::test::ScratchDir dir("bad-lm");
+  const std::string lm = distill::test::source_path("tests/fixtures/lm_parity");
+  const std::string llama = distill::test::source_path("tests/fixtures/llama");
+  json good = {{"run", {{"out_dir", dir / "run"}, {"threads", 1}}},
+               {"data", {{"format", "tokens"}, {"path", lm + "/tokens.bin"}, {"val_path", lm + "/tokens.bin"}, {"seq_len", 16}, {"vocab_size", 128}}},
+               {"teacher", {{"path", llama + "/tiny-gqa"}}},
+               {"student", {{"arch", "llama"}, {"hidden_size", 16}, {"intermediate_size", 32}, {"num_hidden_layers", 1},
+                            {"num_attention_heads", 2}, {"max_position_embeddings", 64}}},
+               {"train", {{"max_steps", 2}, {"batch_size", 2}}}};
+  distill::test::write_text(dir / "good.json", good.dump());
+  auto first = run_distill("train --config " + (dir / "good.json"));
+  INFO(first.output);
+  REQUIRE(first.exit_code == 0);
+  const auto before = snapshot(dir / "run");
+
+  // Model folders and shards that are wrong in one way each.
+  auto copy_folder = [&](const std::string& from, const std::string& to) {
+    distill::paths::create_directories(to);
+    for (const auto& name : distill::paths::list_dir(from))
+      distill::test::write_text(to + "/" + name, distill::test::read_text(from + "/" + name));
+  };
+  copy_folder(llama + "/tiny-gqa", dir / "gpt2");
+  distill::test::write_text(dir / "gpt2/config.json", R"({"model_type": "gpt2", "vocab_size": 128, "n_embd": 64})");
+  copy_folder(llama + "/tiny-gqa", dir / "noweights");
+  distill::paths::remove_file(dir / "noweights/model.safetensors");
+  copy_folder(llama + "/tiny-sharded", dir / "noshard");
+  distill::paths::remove_file(dir / "noshard/model-00001-of-00002.safetensors");
+  const std::string tokens = distill::test::read_text(lm + "/tokens.bin");
+  distill::test::write_text(dir / "cut.bin", tokens.substr(0, tokens.size() - 3));
+  std::string magic = tokens;
+  magic[0] = 'X';
+  distill::test::write_text(dir / "magic.bin", magic);
+
+  const std::vector<BadCase> cases = {
+      {"seq_len above the student's positions", {{"student", {{"max_position_embeddings", 8}}}},
+       "student.max_position_embeddings: 8 is below data.seq_len 16"},
+      {"seq_len above the teacher's positions", {{"data", {{"seq_len", 300}}}, {"student", {{"max_position_embeddings", 512}}}},
+       "teacher: llama 2 layers"},
+      {"a wider teacher without loss.vocab truncate", {{"teacher", {{"path", llama + "/tiny-tied"}}}},
+       "set loss.vocab to \"truncate\""},
+      {"a narrower teacher", {{"student", {{"vocab_size", 200}}}}, "outputs [2, 4, 128]"},
+      {"an unsupported model_type", {{"teacher", {{"path", dir / "gpt2"}}}},
+       "model_type 'gpt2' is not supported; supported: llama, mistral, qwen2"},
+      {"a model folder without weights", {{"teacher", {{"path", dir / "noweights"}}}}, "has config.json but no weights"},
+      {"an index naming a missing shard", {{"teacher", {{"path", dir / "noshard"}}}},
+       "names shard model-00001-of-00002.safetensors, which is missing"},
+      {"a truncated shard", {{"data", {{"path", dir / "cut.bin"}}}}, "cut.bin"},
+      {"a shard with a wrong magic", {{"data", {{"path", dir / "magic.bin"}}}}, "magic.bin"},
+      {"a token id above the vocabulary", {{"data", {{"vocab_size", 64}}}}, "tokens.bin"},
+      {"a language model on rows", {{"data", {{"format", "csv"}, {"path", distill::test::source_path("data/digits.csv.gz")}, {"val_path", nullptr}, {"seq_len", nullptr}, {"vocab_size", nullptr}}}, {"teacher", nullptr}},
+       "\"llama\" is a language model"},
+      {"a classifier on tokens", {{"teacher", nullptr}, {"student", {{"arch", "mlp"}, {"hidden", {8}}, {"hidden_size", nullptr}, {"intermediate_size", nullptr}, {"num_hidden_layers", nullptr}, {"num_attention_heads", nullptr}, {"max_position_embeddings", nullptr}}}},
+       "\"mlp\" classifies rows of features"},
+  };
+  for (const auto& c : cases) {
+    DYNAMIC_SECTION(c.name) {
+      json doc = good;
+      doc.merge_patch(c.patch);
+      distill::test::write_text(dir / "case.json", doc.dump());
+      auto r = run_distill("train --config " + (dir / "case.json") + " --overwrite");
+      INFO(r.output);
+      CHECK(r.exit_code == 1);
+      CHECK(distill::test::count_lines_starting(r.output, "error: ") == 1);
+      CHECK_THAT(r.output, Catch::Contains(c.expected));
+      CHECK_THAT(r.output, !Catch::Contains("terminate called") && !Catch::Contains("Exception raised from"));
+      CHECK(snapshot(dir / "run") == before);
+    }
+  }
+}
