@@ -106,6 +106,7 @@ int run_cli(int argc, char** argv) {
   bench_loss->add_option("--topk", bench.topk, "K > 0: a sparse teacher of each row's K largest logits (forward_kl)")
       ->capture_default_str();
   bench_loss->add_option("--topk-tail", bench.topk_tail, "sparse teacher's tail: ignore | tail")->capture_default_str();
+  bench_loss->add_option("--hidden", bench.hidden, "H > 0: from hidden states [N, H] and heads [V, H]: the chunked fused-linear loss against linear + composite")->capture_default_str();
 
   PackOptions pack;
   CLI::App* data_cmd = app.add_subcommand("data", "prepare language-model data");

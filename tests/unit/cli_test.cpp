@@ -140,6 +140,27 @@ TEST_CASE("cli: bench loss times both paths and reports user errors in one line"
   check_user_error(run_distill(small + " --topk 16 --kind jsd"), "--topk: the sparse teacher supports --kind forward_kl");
   check_user_error(run_distill(small + " --topk 301"), "--topk: 301 is not in [0, 300]");
   check_user_error(run_distill(small + " --topk 4 --topk-tail rest"), "--topk-tail: must be one of ignore | tail, got 'rest'");
+
+  // From hidden states and heads: the chunked fused-linear loss against linear + composite.
+  auto head = run_distill(small + " --hidden 16 --json");
+  INFO(head.output);
+  REQUIRE(head.exit_code == 0);
+  const json jh = json::parse(head.output.substr(head.output.find('{')));
+  CHECK(jh["hidden"] == 16);
+  CHECK(jh["chunk_rows"].get<int64_t>() > 0);
+  CHECK(jh["head_flops"].get<double>() == 8.0 * 64 * 300 * 16);
+  CHECK(jh["logits_bytes"] == 64 * 300 * 4);
+  CHECK(jh["parameter_gradient_bytes"] == (64 + 300) * 16 * 4);
+  for (const char* path : {"fused", "composite"}) {
+    CHECK(jh[path]["median_ms"].get<double>() > 0);
+    CHECK(jh[path]["gflop_per_s"].get<double>() > 0);
+    CHECK(jh[path].contains("extra_peak_bytes"));
+  }
+  CHECK(jh["speedup"].get<double>() > 0);
+  CHECK_THAT(run_distill(small + " --hidden 16 --no-composite").output,
+             Catch::Contains("hidden [64, 16] x head [300, 16] f32") && Catch::Contains("GFLOP/s"));
+  check_user_error(run_distill(small + " --hidden -1"), "--hidden: must be >= 0");
+  check_user_error(run_distill(small + " --hidden 16 --topk 4"), "--topk: not with --hidden");
 }
 
 TEST_CASE("cli: an earlier run is not overwritten without --overwrite") {
