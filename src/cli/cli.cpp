@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "distill/bench/loss_bench.h"
+#include "distill/cache/teacher_cache.h"
 #include "distill/cli/data_cli.h"
 #include "distill/cli/generate_cli.h"
 #include "distill/config/config.h"
@@ -108,6 +109,31 @@ int run_cli(int argc, char** argv) {
   bench_loss->add_option("--topk-tail", bench.topk_tail, "sparse teacher's tail: ignore | tail")->capture_default_str();
   bench_loss->add_option("--hidden", bench.hidden, "H > 0: from hidden states [N, H] and heads [V, H]: the chunked fused-linear loss against linear + composite")->capture_default_str();
 
+  ConfigArgs cache_args;
+  CacheTeacherOptions cache_opts;
+  CLI::App* cache_cmd = app.add_subcommand(
+      "cache-teacher", "run the config's teacher once over its training data and keep its top-k (train from it with teacher.cache)");
+  add_config_args(cache_cmd, cache_args);
+  cache_cmd->add_option("--topk", cache_opts.topk, "entries kept per position; 0 = 64, or the vocabulary when smaller")
+      ->capture_default_str();
+  cache_cmd->add_option("--out", cache_opts.out, "cache folder (default: teacher.cache, else <run.out_dir>/teacher-cache)");
+  cache_cmd->add_option("--values", cache_opts.values,
+                        "float32 (exact) | log16 (log-probabilities to 1/256 nat: about half the bytes)")
+      ->capture_default_str();
+  cache_cmd->add_option("--batch-size", cache_opts.batch_size, "examples per teacher forward; 0 = train.batch_size sequences or 1024 rows")
+      ->capture_default_str();
+  cache_cmd->add_option("--chunk-examples", cache_opts.chunk_examples,
+                        "examples per compressed chunk; 0 = about 1 MiB of entries (smaller: less decoded per random batch)")
+      ->capture_default_str();
+  cache_cmd->add_flag("--overwrite", cache_opts.overwrite, "replace a cache already in the folder");
+
+  std::string bench_cache_dir;
+  int64_t bench_cache_repeats = 5;
+  CLI::App* bench_cache = bench_cmd->add_subcommand(
+      "cache", "decode a teacher cache (every chunk, random order, one thread): positions per second and bytes per position");
+  bench_cache->add_option("--cache", bench_cache_dir, "a folder written by `distill cache-teacher`")->required();
+  bench_cache->add_option("--repeats", bench_cache_repeats, "passes over the cache (the median is reported)")->capture_default_str();
+
   PackOptions pack;
   CLI::App* data_cmd = app.add_subcommand("data", "prepare language-model data");
   data_cmd->require_subcommand(1);
@@ -193,6 +219,21 @@ int run_cli(int argc, char** argv) {
     Config config = load(validate_args);
     for (const auto& line : validate_run(config)) std::cout << line << "\n";
     std::cout << validate_args.path << ": ok\n";
+    return 0;
+  }
+  if (cache_cmd->parsed()) {
+    if (cache_opts.topk < 0) throw Error("--topk: must be >= 0 (0 = 64, or the vocabulary when smaller)");
+    if (cache_opts.batch_size < 0) throw Error("--batch-size: must be >= 0");
+    if (cache_opts.chunk_examples < 0) throw Error("--chunk-examples: must be >= 0");
+    const nlohmann::json r = cache_teacher(load(cache_args), cache_opts);
+    std::cout << r["out"].get<std::string>() << ": "
+              << (r.value("already_complete", false) ? "already complete, " : "") << r.value("bytes", uint64_t{0})
+              << " bytes, " << r.value("bytes_per_position", 0.0) << " bytes per position\n";
+    return 0;
+  }
+  if (bench_cache->parsed()) {
+    const nlohmann::json r = bench_teacher_cache(bench_cache_dir, bench_cache_repeats);
+    std::cout << r.dump() << "\n";
     return 0;
   }
   if (bench_loss->parsed()) {

@@ -30,7 +30,7 @@ namespace {
 // (against the current directory when given through --set).
 const std::set<std::string> kFileKeys = {"data.path",      "data.val_path",    "data.tokenizer",   "teacher.path",
                                          "teacher.weights", "student.path",     "student.weights",
-                                         "student.init"};
+                                         "student.init",   "teacher.cache"};
 
 template <class S> std::vector<std::string> field_names(S& section) {
   std::vector<std::string> names;
@@ -285,7 +285,8 @@ Config parse_config(const json& doc_in, const std::string& origin, const std::st
     validate(config);
     // The resolved config holds every key: the options' defaults too.
     config.data.options = checked_data_options(config.data);
-    if (config.teacher) config.teacher->options = checked_model_options(*config.teacher, "teacher");
+    if (config.teacher && (config.teacher->path || config.teacher->arch || config.teacher->weights))
+      config.teacher->options = checked_model_options(*config.teacher, "teacher");
     config.student.options = checked_model_options(config.student, "student");
   } catch (const Error& e) {
     throw Error(origin + ": " + e.what());
@@ -346,7 +347,13 @@ void validate(const Config& c) {
   if (c.data.val_path && c.data.val_path->empty()) throw Error("data.val_path: must not be empty (use null for none)");
   checked_data_options(c.data);
   // models
-  if (c.teacher) {
+  if (c.teacher && c.teacher->cache && c.teacher->cache->empty()) throw Error("teacher.cache: must not be empty (use null for none)");
+  if (c.teacher && c.teacher->cache && c.loss.kind != "forward_kl")
+    throw Error("loss.kind: a teacher cache holds a sparse (top-k) teacher, which trains with \"forward_kl\" only, got \"" +
+                c.loss.kind + "\"");
+  if (c.student.cache) throw Error("student.cache: only the teacher has a cache (teacher.cache)");
+  const bool cache_only = c.teacher && c.teacher->cache && !c.teacher->path && !c.teacher->arch && !c.teacher->weights;
+  if (c.teacher && !cache_only) {
     checked_model_options(*c.teacher, "teacher");
     if (c.teacher->init) throw Error("teacher.init: only the student has an init; load teacher weights with teacher.weights");
     if (c.teacher->arch && !c.teacher->weights)

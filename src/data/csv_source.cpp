@@ -27,14 +27,11 @@ class RowSource : public BatchSource {
 
   Batch batch(int64_t epoch, int64_t begin, int64_t end) const override {
     TORCH_CHECK(0 <= begin && begin < end && end <= size(), "rows [", begin, ", ", end, ") of ", size());
-    at::Tensor rows = order(epoch).slice(0, begin, end);
-    Batch b;
-    b.student_input = x_.index_select(0, rows);
-    b.teacher_input = teacher_x_.is_same(x_) ? b.student_input : teacher_x_.index_select(0, rows);
-    b.targets = y_.index_select(0, rows);
-    b.examples = end - begin;
-    b.valid_targets = b.targets.ne(ignore_index_).sum().item<int64_t>();
-    return b;
+    return gather(order(epoch).slice(0, begin, end));
+  }
+  Batch examples(int64_t begin, int64_t end) const override {
+    TORCH_CHECK(0 <= begin && begin < end && end <= size(), "rows [", begin, ", ", end, ") of ", size());
+    return gather(torch::arange(begin, end, torch::kInt64));
   }
 
   std::string describe() const override { return what_; }
@@ -42,6 +39,17 @@ class RowSource : public BatchSource {
   void set_teacher_inputs(at::Tensor teacher_x) { teacher_x_ = std::move(teacher_x); }
 
  private:
+  Batch gather(const at::Tensor& rows) const {
+    Batch b;
+    b.example_ids = rows;
+    b.student_input = x_.index_select(0, rows);
+    b.teacher_input = teacher_x_.is_same(x_) ? b.student_input : teacher_x_.index_select(0, rows);
+    b.targets = y_.index_select(0, rows);
+    b.examples = rows.size(0);
+    b.valid_targets = b.targets.ne(ignore_index_).sum().item<int64_t>();
+    return b;
+  }
+
   // The rows of `epoch` in training order (cached: a run asks for one epoch at a time).
   at::Tensor order(int64_t epoch) const {
     std::lock_guard<std::mutex> lock(mutex_);

@@ -54,17 +54,26 @@ class TokenBatchSource : public BatchSource {
 
   int64_t size() const override { return windows_->size(); }
 
-  Batch batch(int64_t epoch, int64_t begin, int64_t end) const override {
+  Batch batch(int64_t epoch, int64_t begin, int64_t end) const override { return gather(epoch, begin, end, shuffle_); }
+  Batch examples(int64_t begin, int64_t end) const override { return gather(0, begin, end, false); }
+
+  std::string describe() const override { return what_; }
+
+ private:
+  Batch gather(int64_t epoch, int64_t begin, int64_t end, bool shuffle) const {
     TORCH_CHECK(0 <= begin && begin < end && end <= size(), "windows [", begin, ", ", end, ") of ", size());
     const int64_t rows = end - begin, t = windows_->seq_len();
     at::Tensor inputs = at::empty({rows, t}, at::kLong), targets = at::empty({rows, t}, at::kLong);
     int64_t* in = inputs.data_ptr<int64_t>();
     int64_t* out = targets.data_ptr<int64_t>();
     std::vector<int64_t> valid(static_cast<size_t>(rows));
+    at::Tensor ids = at::empty({rows}, at::kLong);
+    int64_t* id = ids.data_ptr<int64_t>();
     const IndexPermutation order(static_cast<uint64_t>(size()), epoch_permutation_key(seed_, epoch));
     at::parallel_for(0, rows, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
-        const int64_t w = shuffle_ ? static_cast<int64_t>(order(static_cast<uint64_t>(begin + r))) : begin + r;
+        const int64_t w = shuffle ? static_cast<int64_t>(order(static_cast<uint64_t>(begin + r))) : begin + r;
+        id[r] = w;
         valid[static_cast<size_t>(r)] = windows_->fill(w, in + r * t, out + r * t, ignore_index_);
       }
     });
@@ -73,13 +82,11 @@ class TokenBatchSource : public BatchSource {
     b.teacher_input = inputs;
     b.targets = targets;
     b.examples = rows;
+    b.example_ids = ids;
     for (int64_t v : valid) b.valid_targets += v;
     return b;
   }
 
-  std::string describe() const override { return what_; }
-
- private:
   std::shared_ptr<const TokenWindows> windows_;
   bool shuffle_;
   int64_t seed_, ignore_index_;

@@ -19,6 +19,7 @@
 #include "distill/io/paths.h"
 #include "distill/io/sha256.h"
 #include "distill/io/safetensors.h"
+#include "distill/cache/teacher_cache.h"
 #include "distill/config/dtype_names.h"
 #include "distill/data/registry.h"
 #include "distill/models/hf_folder.h"
@@ -109,7 +110,9 @@ Workspace prepare_workspace(const Config& config, const Metadata* student_metada
                 (io.tokens() ? " ids of the vocabulary" : " classes of the data") + " (the student's outputs); use at most " +
                 std::to_string(io.classes) + ", or 0 for the whole teacher row");
   torch::manual_seed(static_cast<uint64_t>(config.run.seed));
-  if (config.teacher) {
+  // With teacher.cache the teacher's outputs come from the cache: no teacher is built, even when named.
+  const bool cached_teacher = config.teacher && config.teacher->cache;
+  if (config.teacher && !cached_teacher) {
     std::optional<SafetensorsContents> weights;
     if (config.teacher->weights) weights = load_safetensors(*config.teacher->weights);
     ModelConfig teacher_config = *config.teacher;
@@ -145,6 +148,11 @@ Workspace prepare_workspace(const Config& config, const Metadata* student_metada
   // match the student's, or have more under loss.vocab = truncate.
   const int64_t student_outputs =
       check_model_io(*ws.student, io, "student", ws.device, io.tokens() ? OutputWidth::at_least : OutputWidth::exact);
+  ws.student_outputs = student_outputs;
+  if (cached_teacher)
+    ws.cache = std::make_shared<const TeacherCache>(*config.teacher->cache, *ws.data.train, config.data.format,
+                                                    ws.data.tokenizer_sha256, student_outputs,
+                                                    io.tokens() ? io.seq_len : 1, config);
   if (ws.teacher) {
     IoShape teacher_io = io;
     teacher_io.classes = student_outputs;
@@ -351,6 +359,7 @@ class Trainer {
     int64_t valid = 0;
     for (int64_t b = begin; b < end; b += c_.train.batch_size) {
       batches.push_back(ws_.data.train->batch(epoch, b, std::min(end, b + c_.train.batch_size)));
+      if (ws_.cache) batches.back().sparse_teacher = ws_.cache->lookup(batches.back());
       valid += batches.back().valid_targets;
     }
     StepResult r;
@@ -423,10 +432,10 @@ class Trainer {
     const double rate = seconds > 0 ? static_cast<double>(sum.examples) * per_example / seconds : 0;
     json e = {{"event", "train"}, {"step", step_}, {"epoch", epoch + 1}, {"loss", sum.loss * k}, {"ce", sum.ce * k},
               {"lr", lr_},        {"grad_norm", sum.grad_norm * k},   {tokens ? "tokens_per_s" : "rows_per_s", rate}};
-    if (ws_.teacher) e["kd"] = sum.kd * k;
+    if (ws_.teacher || ws_.cache) e["kd"] = sum.kd * k;
     log_.event(e);
     char terms[96] = "";
-    if (ws_.teacher) std::snprintf(terms, sizeof terms, " (kd %.4f ce %.4f)", sum.kd * k, sum.ce * k);
+    if (ws_.teacher || ws_.cache) std::snprintf(terms, sizeof terms, " (kd %.4f ce %.4f)", sum.kd * k, sum.ce * k);
     char line[256];
     std::snprintf(line, sizeof line, "step %lld/%lld  epoch %lld  loss %.4f%s  lr %.3g  |g| %.3g  %.0f %s/s",
                   static_cast<long long>(step_), static_cast<long long>(total_steps_), static_cast<long long>(epoch + 1),
@@ -657,7 +666,9 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
     log.info("--resume " + options.resume + ": no checkpoint in " + out_dir + " yet; starting from step 0");
   }
   for (const auto& line : ws.data.summary) log.info(line);
-  if (ws.teacher)
+  if (ws.cache)
+    log.info("teacher: the cache " + ws.cache->describe() + "; no teacher runs (validation has no teacher terms)");
+  else if (ws.teacher)
     log.info("teacher: " + ws.teacher->describe() + " (" + std::to_string(ws.teacher->parameter_count()) + " parameters)");
   else
     log.info("no teacher: supervised training with cross-entropy");
@@ -690,7 +701,9 @@ std::vector<std::string> validate_run(const Config& config) {
     lines.push_back("note: run.out_dir " + config.run.out_dir + " already holds a run; `train` will need --overwrite "
                     "or --resume auto");
   for (const auto& line : ws.data.summary) lines.push_back(line);
-  if (ws.teacher)
+  if (ws.cache)
+    lines.push_back("teacher: the cache " + ws.cache->describe());
+  else if (ws.teacher)
     lines.push_back("teacher: " + ws.teacher->describe() + ", " + std::to_string(ws.teacher->parameter_count()) + " parameters");
   else
     lines.push_back("teacher: none (supervised cross-entropy)");

@@ -1,6 +1,6 @@
 // Inputs that once crashed a reader (found by the fuzz/ targets, see scripts/fuzz.sh, or while writing
 // them), replayed exactly as the fuzz target runs them: tests/fixtures/fuzz/<target>-<name> with <target>
-// safetensors, csv or config. Each must now load or throw distill::Error; any other exception fails the
+// safetensors, csv, config or teacher_cache. Each must now load or throw distill::Error; any other exception fails the
 // test, and a build with DISTILL_SANITIZE=ON also catches the undefined behaviour some of them caused.
 #include <catch2/catch.hpp>
 
@@ -14,6 +14,7 @@
 
 #include "../../fuzz/fuzz_inputs.h"
 #include "../test_util.h"
+#include "distill/cache/cache_format.h"
 #include "distill/config/config.h"
 #include "distill/data/dataset.h"
 #include "distill/error.h"
@@ -49,6 +50,18 @@ std::vector<std::string> replay(const std::string& target, const std::string& by
     auto label_column = distill::fuzz::csv_label_column(static_cast<uint8_t>(bytes[0]));
     return {outcome([&] { distill::parse_csv(bytes.substr(1), "fuzz.csv", label_column); })};
   }
+  if (target == "teacher_cache") {
+    // fuzz/teacher_cache_fuzz.cpp: byte 0's bit 0 picks the manifest reader, else the chunk decoder.
+    if (bytes.empty()) return {};
+    const int64_t vocab[4] = {1, 300, 65536, 200000};
+    const std::string body = bytes.substr(1);
+    if (bytes[0] & 1) {
+      const json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
+      if (j.is_discarded()) return {};
+      return {outcome([&] { distill::cache::manifest_from_json(j, "fuzz/manifest.json"); })};
+    }
+    return {outcome([&] { distill::cache::decode_chunk(body.data(), body.size(), vocab[(bytes[0] >> 1) & 3], "fuzz/chunks.bin"); })};
+  }
   REQUIRE(target == "config");
   const distill::fuzz::ConfigInput input = distill::fuzz::split_config_input(bytes);
   std::vector<std::string> outcomes;
@@ -69,6 +82,8 @@ const std::map<std::string, std::string> kExpected = {
     {"config-set-on-array", "the config must be a JSON object"},
     {"csv-float32-overflow", "fuzz.csv:1:1: '1e300' is outside the float32 range"},
     {"safetensors-zero-dim-huge-shape", "shape is too large"},
+    {"teacher_cache-manifest-float-count", "has the wrong type"},
+    {"teacher_cache-manifest-format-number", "not a distill teacher cache manifest"},
 };
 
 }  // namespace
@@ -81,9 +96,9 @@ TEST_CASE("fuzz regressions: every saved finding loads or throws distill::Error"
   REQUIRE(files.size() >= kExpected.size());
   ScratchDir dir("fuzz-regression");
   for (const std::string& name : files) {
-    const std::string target = name.substr(0, name.find('-'));
+    const std::string target = name.substr(0, name.find('-'));  // teacher_cache-..., config-..., ...
     INFO(name);
-    REQUIRE((target == "safetensors" || target == "csv" || target == "config"));
+    REQUIRE((target == "safetensors" || target == "csv" || target == "config" || target == "teacher_cache"));
     const std::vector<std::string> outcomes = replay(target, distill::test::read_text(distill::paths::join(fixtures, name)), dir);
     auto expected = kExpected.find(name);
     if (expected == kExpected.end()) continue;

@@ -48,6 +48,7 @@ struct ModelConfig {
   std::optional<std::string> arch;     // a built-in architecture
   std::optional<std::string> weights;  // safetensors to load (teacher: its trained weights)
   std::optional<std::string> init;     // student only: safetensors to start from
+  std::optional<std::string> cache;    // teacher only: a `distill cache-teacher` folder to train from
   std::string dtype = "float32";       // the weights' dtype in memory (a teacher may be held in bfloat16)
   nlohmann::json options = nlohmann::json::object();  // the arch's keys, defaults filled in once loaded
 };
@@ -127,6 +128,7 @@ template <class F> void visit_fields(ModelConfig& c, F&& f) {
   f("arch", c.arch, "built-in architecture (the architectures and their keys are listed below)");
   f("weights", c.weights, "safetensors file with the model's weights");
   f("init", c.init, "student only: safetensors file or Hugging Face folder to start training from");
+  f("cache", c.cache, "teacher only: a folder written by `distill cache-teacher`; the run trains from its top-k (sparse forward_kl) and runs no teacher");
   f("dtype", c.dtype, "the weights' dtype in memory: float32 | bfloat16 | float16; a teacher may be held in bfloat16 (its logits are upcast to float32 in the loss); a student trains in float32 (see train.precision)");
 }
 template <class F> void visit_fields(LossConfig& c, F&& f) {

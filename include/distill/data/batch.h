@@ -24,6 +24,8 @@ struct Batch {
   SparseTeacher sparse_teacher;  // a cached teacher's top-k (index undefined: none)
   int64_t examples = 0;          // B
   int64_t valid_targets = 0;     // targets that are not ignore_index: this batch's share of the normaliser
+  at::Tensor example_ids;        // [B] int64: each example's index in the source's own order (file order): the
+                                 // key of a teacher cache, the same whatever the seed, epoch or batch size
 };
 
 class BatchSource {
@@ -34,6 +36,8 @@ class BatchSource {
   // Examples [begin, end) of `epoch` in the run's order. The order depends on the seed and the epoch only, so
   // that any range may be asked for in any order (a resumed run, each rank its own part of a step).
   virtual Batch batch(int64_t epoch, int64_t begin, int64_t end) const = 0;
+  // Examples [begin, end) of the source's own order (file order, no shuffle): what a teacher cache is made from.
+  virtual Batch examples(int64_t begin, int64_t end) const = 0;
   // "1437 rows of data/digits.csv.gz", for logs.
   virtual std::string describe() const = 0;
 };

@@ -16,12 +16,16 @@
 
 namespace distill {
 
+class TeacherCache;
+
 // Everything a run needs before its first step, every input checked.
 struct Workspace {
   c10::Device device = c10::Device(c10::kCPU);
   DataSources data;
   std::unique_ptr<Model> teacher;  // null: supervised
   std::unique_ptr<Model> student;
+  int64_t student_outputs = 0;               // the student's output width (its vocabulary or classes)
+  std::shared_ptr<const TeacherCache> cache;  // teacher.cache: the sparse teacher comes from here, no teacher runs
 };
 
 // "auto" -> cuda when a CUDA device is usable, else cpu; errors name `key` (the config key or the option the

@@ -1,0 +1,66 @@
+// Teachers that do not run every step: `distill cache-teacher` runs the config's teacher once over the
+// training data and keeps its top-k (files: cache_format.h); `teacher.cache` trains from that folder with the
+// sparse loss and no teacher forward, in any order, with any batch size, seed or number of ranks.
+//
+// What the cache holds per position: the k most probable ids, log p at the cache's temperature T_c (the run's
+// loss.temperature when it was made), and the mass outside them. Training hands the loss logits T_c * log p
+// and, for loss.topk_tail "tail", the row's log-normaliser log(sum_k p_k / (1 - tail)), so that the k
+// probabilities the loss sees plus the stored tail sum to exactly 1 whatever rounding the values took.
+// With loss.topk_tail "ignore" any temperature works (the top-k are renormalised); "tail" needs T = T_c.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "distill/cache/cache_format.h"
+#include "distill/data/batch.h"
+
+namespace distill {
+
+struct Config;
+
+struct CacheTeacherOptions {
+  int64_t topk = 0;                 // 0: 64, or the vocabulary when smaller
+  std::string out;                  // empty: teacher.cache, else <run.out_dir>/teacher-cache
+  std::string values = "float32";   // float32 | log16
+  bool overwrite = false;
+  int64_t batch_size = 0;           // teacher forward batch; 0: train.eval_batch_size's rule
+  int64_t chunk_examples = 0;       // examples per compressed chunk; 0: about 1 MiB of raw entries
+};
+
+// Runs (or continues) the cache of `config`'s teacher; returns the manifest's totals and where it went.
+// Progress lines go to stderr. Throws distill::Error.
+nlohmann::json cache_teacher(const Config& config, const CacheTeacherOptions& options);
+
+// `distill bench cache`: every chunk of a complete cache decoded and turned into the loss's inputs, in a
+// random order, on one thread; the median of `repeats` passes as positions per second, with the bytes per
+// position on disk. The chunks are read into memory first (the disk is not what is timed).
+nlohmann::json bench_teacher_cache(const std::string& dir, int64_t repeats);
+
+// A complete cache opened for training: checked against the run's data and loss, chunks decoded on demand
+// (a few kept in memory). Thread-safe.
+class TeacherCache {
+ public:
+  // Opens `dir` (teacher.cache) and checks it against the data the run trains on and its loss options.
+  TeacherCache(const std::string& dir, const BatchSource& train, const std::string& data_format,
+               const std::optional<std::string>& tokenizer_sha256, int64_t student_vocab, int64_t positions,
+               const Config& config);
+  ~TeacherCache();
+
+  // The sparse teacher of `batch` (rows in the batch's order, [B * positions, k]); checks that each example
+  // is the one the teacher saw (input hash).
+  SparseTeacher lookup(const Batch& batch) const;
+
+  const cache::Manifest& manifest() const;
+  std::string describe() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace distill
