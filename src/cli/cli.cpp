@@ -161,7 +161,12 @@ int run_cli(int argc, char** argv) {
   GenerateCliOptions gen;
   CLI::App* generate_cmd = app.add_subcommand("generate", "continue a prompt with a language model (KV cache; greedy unless --temperature > 0)");
   generate_cmd->add_option("--model,-m", gen.model, "a Hugging Face model folder, a run folder (its student/), a TorchScript LM (.pt) or a student.safetensors")->required();
-  generate_cmd->add_option("--prompt,-p", gen.prompt, "the text to continue")->required();
+  generate_cmd->add_option("--prompt,-p", gen.prompt, "the text to continue");
+  generate_cmd->add_option("--prompts", gen.prompts, "a JSONL file of {\"prompt\": ...} lines: write a completion of each to --out (resumable)");
+  generate_cmd->add_option("--out", gen.out, "with --prompts: the JSONL records {prompt, completion, index, sample} (data.format \"jsonl\" trains on them)");
+  generate_cmd->add_option("--samples-per-prompt", gen.samples_per_prompt, "with --prompts: completions per prompt")->capture_default_str();
+  generate_cmd->add_option("--batch-size", gen.batch_size, "with --prompts: prompts of one token length decoded together")->capture_default_str();
+  generate_cmd->add_flag("--overwrite", gen.overwrite, "with --prompts: replace --out instead of continuing it");
   generate_cmd->add_option("--tokenizer", gen.tokenizer, "tokenizer.json, a SentencePiece .model or a folder (default: the model folder's)");
   generate_cmd->add_option("--max-new-tokens", gen.generate.max_new_tokens, "tokens to generate at most")->capture_default_str();
   generate_cmd->add_option("--temperature", gen.generate.temperature, "0 = greedy; > 0 samples from softmax(logits / T)")->capture_default_str();

@@ -2,14 +2,24 @@
 // model or a student.safetensors written by distill, and a tokenizer (the folder's, or --tokenizer).
 #include <torch/torch.h>
 
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fstream>
 #include <iostream>
+#include <map>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "distill/cli/generate_cli.h"
 #include "distill/config/config.h"
 #include "distill/error.h"
+#include "distill/io/atomic_file.h"
 #include "distill/io/paths.h"
+#include "distill/io/sha256.h"
 #include "distill/io/safetensors.h"
 #include "distill/models/hf_folder.h"
 #include "distill/models/model.h"
@@ -51,10 +61,181 @@ LoadedLm load_lm(const std::string& path) {
   return {make_model(mc, IoShape{}, "--model"), ""};
 }
 
+// The text of generated ids, without the end-of-sequence token that ended it.
+std::string completion_text(const Tokenizer& tokenizer, std::vector<int64_t> ids, const GenerateOptions& g) {
+  if (g.eos_id && !ids.empty() && ids.back() == *g.eos_id) ids.pop_back();
+  return tokenizer.decode(std::vector<int32_t>(ids.begin(), ids.end()));
+}
+
+std::vector<int64_t> prompt_ids(const Tokenizer& tokenizer, const std::string& text) {
+  std::vector<int64_t> ids;
+  if (tokenizer.bos_id()) ids.push_back(*tokenizer.bos_id());
+  for (int32_t id : tokenizer.encode(text)) ids.push_back(id);
+  return ids;
+}
+
+// One seed per record, from the run's seed and the record's place: a record samples the same text whatever
+// batch it is decoded in, and whether the run was resumed (splitmix64 of the three).
+uint64_t record_seed(uint64_t seed, int64_t index, int64_t sample) {
+  uint64_t z = seed ^ (static_cast<uint64_t>(index) * 0x9E3779B97F4A7C15ull) ^ (static_cast<uint64_t>(sample) << 40);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+std::string read_all(const std::string& path, const std::string& flag) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(flag + ": cannot open " + path + " (" + std::strerror(errno) + ")");
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// --prompts: the prompts of a JSONL file (one {"prompt": "..."} per line; blank lines skipped).
+std::vector<std::string> read_prompts(const std::string& path) {
+  const std::string text = read_all(path, "--prompts");
+  std::vector<std::string> prompts;
+  size_t line_no = 0;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    ++line_no;
+    if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
+    const std::string where = path + ":" + std::to_string(line_no);
+    const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) throw Error(where + ": not a JSON object; each line is {\"prompt\": \"...\"}");
+    if (!j.is_object() || !j.contains("prompt") || !j["prompt"].is_string())
+      throw Error(where + ": needs a string \"prompt\"; each line is {\"prompt\": \"...\"}");
+    prompts.push_back(j["prompt"].get<std::string>());
+  }
+  if (prompts.empty()) throw Error("--prompts: " + path + " holds no prompts");
+  return prompts;
+}
+
+// The records already in `out` (a resumed run): complete lines that are the expected records in order; a
+// partial last line (a killed run) is cut off. Returns how many to keep.
+int64_t complete_records(const std::string& out, int64_t samples) {
+  if (!paths::exists(out)) return 0;
+  const std::string text = read_all(out, "--out");
+  int64_t n = 0;
+  size_t keep = 0, at = 0;
+  while (at < text.size()) {
+    const size_t end = text.find('\n', at);
+    if (end == std::string::npos) break;  // no newline: the write was cut
+    const nlohmann::json j = nlohmann::json::parse(text.substr(at, end - at), nullptr, false);
+    if (j.is_discarded() || !j.is_object() || j.value("index", int64_t{-1}) != n / samples ||
+        j.value("sample", int64_t{-1}) != n % samples)
+      throw Error("--out: " + out + ": line " + std::to_string(n + 1) + " is not the record this run would write there; "
+                  "give another --out, or --overwrite");
+    ++n;
+    keep = at = end + 1;
+  }
+  if (keep != text.size()) {
+    if (::truncate(out.c_str(), static_cast<off_t>(keep)) != 0)
+      throw Error("--out: cannot cut the partial last line of " + out + " (" + std::strerror(errno) + ")");
+  }
+  return n;
+}
+
+void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tokenizer, const GenerateOptions& g,
+                 const c10::Device& device, std::ostream& log) {
+  if (o.out.empty()) throw Error("--out: --prompts writes its records to a file; give --out OUT.jsonl");
+  if (o.samples_per_prompt < 1) throw Error("--samples-per-prompt: must be >= 1, got " + std::to_string(o.samples_per_prompt));
+  if (o.batch_size < 1) throw Error("--batch-size: must be >= 1, got " + std::to_string(o.batch_size));
+  const std::vector<std::string> prompts = read_prompts(o.prompts);
+  const std::string settings_path = o.out + ".settings.json";
+  const nlohmann::json settings = {
+      {"model", paths::absolute(o.model)},
+      {"prompts", paths::absolute(o.prompts)},
+      {"prompts_sha256", sha256_hex(read_all(o.prompts, "--prompts"))},
+      {"samples_per_prompt", o.samples_per_prompt},
+      {"max_new_tokens", g.max_new_tokens},
+      {"temperature", g.temperature},
+      {"top_k", g.top_k},
+      {"top_p", g.top_p},
+      {"seed", g.seed},
+      {"eos_id", g.eos_id ? nlohmann::json(*g.eos_id) : nlohmann::json(nullptr)},
+  };
+  if (o.overwrite) {
+    paths::remove_file(o.out);
+    paths::remove_file(settings_path);
+  }
+  if (paths::exists(o.out) || paths::exists(settings_path)) {
+    if (!paths::exists(settings_path))
+      throw Error("--out: " + o.out + " exists and was not written by `distill generate --prompts` (no " + settings_path +
+                  "); give another --out, or --overwrite");
+    const nlohmann::json old = nlohmann::json::parse(read_all(settings_path, "--out"), nullptr, false);
+    if (old != settings) {
+      std::string diff = "the file is not JSON";
+      if (old.is_object())
+        for (auto it = settings.begin(); it != settings.end(); ++it)
+          if (!old.contains(it.key()) || old[it.key()] != it.value()) {
+            diff = it.key() + ": " + (old.contains(it.key()) ? old[it.key()].dump() : "absent") + " vs " + it.value().dump();
+            break;
+          }
+      throw Error("--out: " + o.out + " was written with other settings (" + diff + "); give another --out, or --overwrite");
+    }
+  } else {
+    write_file_atomic(settings_path, settings.dump(2) + "\n");
+  }
+  const int64_t total = static_cast<int64_t>(prompts.size()) * o.samples_per_prompt;
+  int64_t next = complete_records(o.out, o.samples_per_prompt);
+  const int64_t resumed = next;
+  std::ofstream file(o.out, std::ios::binary | std::ios::app);
+  if (!file) throw Error("--out: cannot write " + o.out + " (" + std::strerror(errno) + ")");
+  const auto start = std::chrono::steady_clock::now();
+  int64_t new_tokens = 0;
+  // A window of records at a time: grouped by prompt length into batches, then written in order, so that a
+  // killed run loses at most one window.
+  const int64_t window = o.batch_size * 8;
+  while (next < total) {
+    const int64_t end = std::min(total, next + window);
+    std::vector<std::vector<int64_t>> ids(static_cast<size_t>(end - next));
+    std::map<size_t, std::vector<int64_t>> by_length;
+    for (int64_t r = next; r < end; ++r) {
+      ids[static_cast<size_t>(r - next)] = prompt_ids(tokenizer, prompts[static_cast<size_t>(r / o.samples_per_prompt)]);
+      by_length[ids[static_cast<size_t>(r - next)].size()].push_back(r);
+    }
+    std::vector<std::vector<int64_t>> outs(ids.size());
+    for (const auto& [length, records] : by_length) {
+      for (size_t b = 0; b < records.size(); b += static_cast<size_t>(o.batch_size)) {
+        std::vector<std::vector<int64_t>> batch;
+        std::vector<uint64_t> seeds;
+        const size_t e = std::min(records.size(), b + static_cast<size_t>(o.batch_size));
+        for (size_t i = b; i < e; ++i) {
+          batch.push_back(ids[static_cast<size_t>(records[i] - next)]);
+          seeds.push_back(record_seed(g.seed, records[i] / o.samples_per_prompt, records[i] % o.samples_per_prompt));
+        }
+        std::vector<std::vector<int64_t>> got = generate_batch(*lm.model, batch, g, seeds, device);
+        for (size_t i = b; i < e; ++i) {
+          new_tokens += static_cast<int64_t>(got[i - b].size());
+          outs[static_cast<size_t>(records[i] - next)] = std::move(got[i - b]);
+        }
+      }
+    }
+    std::string lines;
+    for (int64_t r = next; r < end; ++r) {
+      const nlohmann::json record = {{"prompt", prompts[static_cast<size_t>(r / o.samples_per_prompt)]},
+                                     {"completion", completion_text(tokenizer, outs[static_cast<size_t>(r - next)], g)},
+                                     {"index", r / o.samples_per_prompt},
+                                     {"sample", r % o.samples_per_prompt}};
+      lines += record.dump() + "\n";
+    }
+    file << lines;
+    file.flush();
+    if (!file) throw Error("--out: cannot write " + o.out + " (disk full?); run the command again to continue");
+    next = end;
+  }
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  log << o.out << ": " << total << " records (" << total - resumed << " new" << (resumed ? ", continued" : "") << "), "
+      << new_tokens << " tokens in " << static_cast<int64_t>(s * 10) / 10.0 << " s; settings in " << settings_path << "\n";
+}
+
 }  // namespace
 
 void run_generate_cli(const GenerateCliOptions& o, std::ostream& out) {
   check_generate_options(o.generate);
+  if (o.prompt.empty() == o.prompts.empty())
+    throw Error("--prompt / --prompts: give one: a text to continue, or a JSONL file of prompts (with --out)");
   apply_threads(o.threads);
   const c10::Device device = resolve_device(o.device, "--device");
   LoadedLm lm = load_lm(o.model);
@@ -65,9 +246,14 @@ void run_generate_cli(const GenerateCliOptions& o, std::ostream& out) {
   torch::manual_seed(o.generate.seed);
   lm.model->to(device);
 
-  std::vector<int64_t> prompt;
-  if (tokenizer->bos_id()) prompt.push_back(*tokenizer->bos_id());
-  for (int32_t id : tokenizer->encode(o.prompt)) prompt.push_back(id);
+  // A tokenizer whose ids run past the model's vocabulary is the wrong tokenizer for it.
+  const nlohmann::json hf = lm.model->hf_config();
+  const int64_t vocab = hf.is_object() && hf.contains("vocab_size") && hf["vocab_size"].is_number_integer()
+                            ? hf["vocab_size"].get<int64_t>()
+                            : 0;
+  if (vocab > 0 && tokenizer->vocab_size() > vocab)
+    throw Error("--tokenizer: " + tokenizer_path + " has " + std::to_string(tokenizer->vocab_size()) + " tokens, but " +
+                o.model + " has a vocabulary of " + std::to_string(vocab) + "; give the tokenizer the model was trained with");
   GenerateOptions g = o.generate;
   if (!g.eos_id) {
     if (tokenizer->eos_id()) g.eos_id = *tokenizer->eos_id();
@@ -75,10 +261,12 @@ void run_generate_cli(const GenerateCliOptions& o, std::ostream& out) {
     if (!g.eos_id && cfg.is_object() && cfg.contains("eos_token_id") && cfg["eos_token_id"].is_number_integer())
       g.eos_id = cfg["eos_token_id"].get<int64_t>();
   }
-  std::vector<int64_t> ids = generate_ids(*lm.model, prompt, g, device);
-  if (g.eos_id && !ids.empty() && ids.back() == *g.eos_id) ids.pop_back();  // the text ends there
-  std::vector<int32_t> completion(ids.begin(), ids.end());
-  out << o.prompt << tokenizer->decode(completion) << "\n";
+  if (!o.prompts.empty()) {
+    run_prompts(o, lm, *tokenizer, g, device, out);
+    return;
+  }
+  const std::vector<int64_t> ids = generate_ids(*lm.model, prompt_ids(*tokenizer, o.prompt), g, device);
+  out << o.prompt << completion_text(*tokenizer, ids, g) << "\n";
 }
 
 }  // namespace distill

@@ -2,6 +2,7 @@
 
 #include <ATen/CPUGeneratorImpl.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "distill/error.h"
@@ -42,33 +43,56 @@ void check_generate_options(const GenerateOptions& o) {
   if (!(o.top_p > 0.0 && o.top_p <= 1.0)) throw Error("--top-p: must be in (0, 1], got " + std::to_string(o.top_p));
 }
 
-std::vector<int64_t> generate_ids(Model& model, const std::vector<int64_t>& prompt, const GenerateOptions& o,
-                                  const c10::Device& device, const std::function<void(int64_t)>& on_token) {
+std::vector<std::vector<int64_t>> generate_batch(Model& model, const std::vector<std::vector<int64_t>>& prompts,
+                                                 const GenerateOptions& o, const std::vector<uint64_t>& seeds,
+                                                 const c10::Device& device,
+                                                 const std::function<void(size_t, int64_t)>& on_token) {
   check_generate_options(o);
-  if (prompt.empty()) throw Error("generate: the prompt has no tokens; give a prompt (or a tokenizer with a bos token)");
+  TORCH_CHECK(!prompts.empty() && seeds.size() == prompts.size(), "generate_batch: one seed per prompt");
+  const size_t B = prompts.size();
+  const size_t T = prompts[0].size();
+  if (T == 0) throw Error("generate: the prompt has no tokens; give a prompt (or a tokenizer with a bos token)");
+  for (const auto& p : prompts) TORCH_CHECK(p.size() == T, "generate_batch: prompts of one batch have one length");
   torch::NoGradGuard no_grad;
   model.set_training(false);
-  at::Generator gen = at::detail::createCPUGenerator(o.seed);
-  std::vector<int64_t> all = prompt, out;
+  std::vector<at::Generator> gens;
+  for (uint64_t seed : seeds) gens.push_back(at::detail::createCPUGenerator(seed));
+  std::vector<std::vector<int64_t>> all = prompts, out(B);
+  std::vector<bool> done(B, false);
   const int64_t limit = model.max_positions() > 0 ? model.max_positions() : std::numeric_limits<int64_t>::max();
+  auto ids_tensor = [&](size_t from) {
+    at::Tensor t = at::empty({static_cast<int64_t>(B), static_cast<int64_t>(all[0].size() - from)}, at::kLong);
+    for (size_t b = 0; b < B; ++b)
+      std::copy(all[b].begin() + static_cast<std::ptrdiff_t>(from), all[b].end(), t[static_cast<int64_t>(b)].data_ptr<int64_t>());
+    return t.to(device);
+  };
   KvCache cache;
-  at::Tensor next = torch::tensor(prompt, torch::kInt64).unsqueeze(0).to(device);
-  for (int64_t step = 0; step < o.max_new_tokens && static_cast<int64_t>(all.size()) < limit; ++step) {
-    at::Tensor logits;
-    if (model.has_kv_cache()) {
-      logits = model.forward_cached(next, cache);
-    } else {
-      logits = model.forward(torch::tensor(all, torch::kInt64).unsqueeze(0).to(device));
+  at::Tensor next = ids_tensor(0);
+  for (int64_t step = 0; step < o.max_new_tokens && static_cast<int64_t>(all[0].size()) < limit; ++step) {
+    const at::Tensor logits = model.has_kv_cache() ? model.forward_cached(next, cache) : model.forward(ids_tensor(0));
+    const at::Tensor last = logits.select(1, logits.size(1) - 1).to(torch::kCPU, torch::kFloat);
+    // Rows decode in lockstep; a row past its end of sequence keeps a place in the batch but adds nothing.
+    for (size_t b = 0; b < B; ++b) {
+      const int64_t id = done[b] ? all[b].back() : pick(last[static_cast<int64_t>(b)], o, gens[b]);
+      all[b].push_back(id);
+      if (done[b]) continue;
+      out[b].push_back(id);
+      if (on_token) on_token(b, id);
+      if (o.eos_id && id == *o.eos_id) done[b] = true;
     }
-    const at::Tensor last = logits.select(0, 0).select(0, logits.size(1) - 1).to(torch::kCPU, torch::kFloat);
-    const int64_t id = pick(last, o, gen);
-    out.push_back(id);
-    all.push_back(id);
-    if (on_token) on_token(id);
-    if (o.eos_id && id == *o.eos_id) break;
-    next = torch::tensor({id}, torch::kInt64).unsqueeze(0).to(device);
+    if (std::all_of(done.begin(), done.end(), [](bool d) { return d; })) break;
+    next = ids_tensor(all[0].size() - 1);
   }
   return out;
+}
+
+std::vector<int64_t> generate_ids(Model& model, const std::vector<int64_t>& prompt, const GenerateOptions& o,
+                                  const c10::Device& device, const std::function<void(int64_t)>& on_token) {
+  if (prompt.empty()) throw Error("generate: the prompt has no tokens; give a prompt (or a tokenizer with a bos token)");
+  return generate_batch(model, {prompt}, o, {o.seed}, device,
+                        [&](size_t, int64_t id) {
+                          if (on_token) on_token(id);
+                        })[0];
 }
 
 }  // namespace distill

@@ -93,6 +93,62 @@ TEST_CASE("lm e2e: tokenizer, pack, teacher, Hugging Face folder, generate, dist
   CHECK(bad.exit_code == 1);
   CHECK_THAT(bad.output, Catch::Contains("error: --top-p: must be in (0, 1]"));
 
+  // --prompts: JSONL records of sampled completions, the same whatever the batch size, continued after a
+  // kill (a partial last line cut off), refused with other settings; a prompt line that is not JSON named.
+  distill::test::write_text(dir / "prompts.jsonl", "{\"prompt\": \"ROMEO:\"}\n{\"prompt\": \"JULIET: O\"}\n\n"
+                                                   "{\"prompt\": \"ROMEO:\", \"id\": 7}\n");
+  const std::string gen = "generate --model " + (dir / "teacher") + " --prompts " + (dir / "prompts.jsonl") +
+                          " --samples-per-prompt 2 --max-new-tokens 10 --temperature 1 --top-k 20 --seed 5";
+  auto p1 = run_distill(gen + " --out " + (dir / "gen1.jsonl") + " --batch-size 4");
+  INFO(p1.output);
+  REQUIRE(p1.exit_code == 0);
+  auto p2 = run_distill(gen + " --out " + (dir / "gen2.jsonl") + " --batch-size 1");
+  REQUIRE(p2.exit_code == 0);
+  const std::string records = distill::test::read_text(dir / "gen1.jsonl");
+  CHECK(records == distill::test::read_text(dir / "gen2.jsonl"));
+  std::vector<json> lines;
+  {
+    std::istringstream in(records);
+    for (std::string line; std::getline(in, line);) lines.push_back(json::parse(line));
+  }
+  REQUIRE(lines.size() == 6);
+  CHECK(lines[4]["prompt"] == "ROMEO:");
+  CHECK(lines[4]["index"] == 2);
+  CHECK(lines[5]["sample"] == 1);
+  CHECK(lines[0]["completion"] != lines[1]["completion"]);  // two samples of one prompt
+  const json settings = json::parse(distill::test::read_text(dir / "gen1.jsonl.settings.json"));
+  CHECK(settings["temperature"] == 1.0);
+  CHECK(settings["top_k"] == 20);
+  CHECK(settings["seed"] == 5);
+  // Killed after three records and a half: the rerun keeps them, cuts the half, and writes the same file.
+  const size_t third = records.find('\n', records.find('\n', records.find('\n') + 1) + 1) + 1;
+  distill::test::write_text(dir / "gen1.jsonl", records.substr(0, third) + records.substr(third, 9));
+  auto p3 = run_distill(gen + " --out " + (dir / "gen1.jsonl") + " --batch-size 3");
+  INFO(p3.output);
+  REQUIRE(p3.exit_code == 0);
+  CHECK_THAT(p3.output, Catch::Contains("3 new, continued"));
+  CHECK(distill::test::read_text(dir / "gen1.jsonl") == records);
+  auto other = run_distill(gen + " --out " + (dir / "gen1.jsonl") + " --top-p 0.5");
+  CHECK(other.exit_code == 1);
+  CHECK_THAT(other.output, Catch::Contains("error: --out: ") && Catch::Contains("top_p: 1.0 vs 0.5"));
+  distill::test::write_text(dir / "bad.jsonl", "{\"prompt\": \"a\"}\n{\"text\": \"b\"}\n");
+  auto badp = run_distill("generate --model " + (dir / "teacher") + " --prompts " + (dir / "bad.jsonl") + " --out " +
+                          (dir / "gen3.jsonl"));
+  CHECK(badp.exit_code == 1);
+  CHECK_THAT(badp.output, Catch::Contains("bad.jsonl:2: needs a string \"prompt\""));
+  auto wrong = run_distill("generate --model " + distill::test::source_path("tests/fixtures/llama/tiny-gqa") + " --tokenizer " +
+                           distill::test::source_path("tests/fixtures/tokenizers/mistral") + " --prompt hello");
+  CHECK(wrong.exit_code == 1);
+  CHECK_THAT(wrong.output, Catch::Contains("error: --tokenizer: ") && Catch::Contains("has a vocabulary of 128"));
+  // The completions are training data as they are.
+  json sft = {{"run", {{"out_dir", dir / "sft"}, {"seed", 1}, {"threads", 2}}},
+              {"data", {{"format", "jsonl"}, {"path", dir / "gen1.jsonl"}, {"tokenizer", dir / "tok.model"}, {"seq_len", 32}}},
+              {"student", llama(1, 16)},
+              {"train", {{"max_steps", 2}, {"batch_size", 2}, {"log_every", 1}}}};
+  auto t2 = run_distill("train --config " + write_config(dir, "sft.json", sft));
+  INFO(t2.output);
+  CHECK(t2.exit_code == 0);
+
   // A student distilled from the teacher's folder; the folder's tokenizer is the data's, so it is accepted.
   json student = {{"run", {{"out_dir", dir / "student"}, {"seed", 2}, {"threads", 2}}},
                   {"data", {{"format", "tokens"}, {"path", dir / "tokens"}, {"seq_len", 32}}},

@@ -27,6 +27,14 @@ struct GenerateOptions {
 std::vector<int64_t> generate_ids(Model& model, const std::vector<int64_t>& prompt, const GenerateOptions& options,
                                   const c10::Device& device, const std::function<void(int64_t)>& on_token = {});
 
+// Prompts of one length decoded together, in lockstep, with one KV cache: row b samples from its own generator,
+// seeded seeds[b], so that what a prompt gets does not depend on the batch it went in (generate_ids(p, o)
+// equals generate_batch({p}, o, {o.seed})). Rows stop at eos_id (or max_new_tokens, or the model's positions).
+std::vector<std::vector<int64_t>> generate_batch(Model& model, const std::vector<std::vector<int64_t>>& prompts,
+                                                 const GenerateOptions& options, const std::vector<uint64_t>& seeds,
+                                                 const c10::Device& device,
+                                                 const std::function<void(size_t, int64_t)>& on_token = {});
+
 // Checks the options' ranges (distill::Error naming the command-line flag).
 void check_generate_options(const GenerateOptions& options);
 
