@@ -56,7 +56,7 @@ class TorchScriptModel : public Model {
     if (!out.isTensor())
       throw Error(role_ + ".path: " + path_ + ": forward() must return one Tensor of logits ([N, classes], or [B, T, "
                   "vocab] for a language model), returned " + out.tagKind());
-    return {out.toTensor()};
+    return ModelOutput::of_logits(out.toTensor());
   }
   NamedTensors state() override {
     NamedTensors out;

@@ -66,7 +66,7 @@ class SequentialModel : public Model {
   SequentialModel(torch::nn::Sequential net, nlohmann::json arch, std::string description)
       : net_(std::move(net)), arch_(std::move(arch)), description_(std::move(description)) {}
 
-  ModelOutput forward_output(const at::Tensor& x) override { return {net_->forward(x.to(dtype_))}; }
+  ModelOutput forward_output(const at::Tensor& x) override { return ModelOutput::of_logits(net_->forward(x.to(dtype_))); }
   NamedTensors state() override {
     NamedTensors out;
     for (const auto& p : net_->named_parameters()) out.emplace_back(p.key(), p.value());

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <ATen/core/Tensor.h>
@@ -30,6 +31,12 @@ struct ModelOutput {
   at::Tensor head_bias;    // [vocab], or undefined
   // The logits in full (computed from the hidden states when not given).
   at::Tensor full_logits() const;
+  // A model that hands over its logits.
+  static ModelOutput of_logits(at::Tensor logits) {
+    ModelOutput out;
+    out.logits = std::move(logits);
+    return out;
+  }
 };
 
 // The keys and values of every layer's past positions, for decoding one token at a time.
