@@ -105,11 +105,9 @@ void write_all(int fd, const void* data, size_t bytes, const std::string& path) 
 }
 
 std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open (" + errno_text() + ")");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  std::string bytes, error;
+  if (!paths::read_file(path, bytes, &error)) throw Error("cannot read " + error);
+  return bytes;
 }
 
 template <class T> T manifest_get(const nlohmann::json& j, const char* key, const std::string& where) {

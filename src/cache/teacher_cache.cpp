@@ -20,6 +20,7 @@
 #include <unordered_map>
 
 #include "distill/config/config.h"
+#include "distill/config/schema.h"
 #include "distill/config/dtype_names.h"
 #include "distill/error.h"
 #include "distill/io/paths.h"
@@ -39,22 +40,10 @@ using nlohmann::json;
 // random order decodes little it does not use.
 constexpr int64_t kChunkRawBytes = int64_t{1} << 20;
 
-std::string file_sha256(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
-  Sha256 h;
-  std::vector<char> buf(1 << 20);
-  while (in) {
-    in.read(buf.data(), static_cast<std::streamsize>(buf.size()));
-    if (in.gcount() > 0) h.update(std::string_view(buf.data(), static_cast<size_t>(in.gcount())));
-  }
-  return h.hex_digest();
-}
-
 // The teacher's identity: its config section and the SHA-256 of the files its weights come from.
 json teacher_identity(const ModelConfig& t) {
   json files = json::object();
-  auto add = [&](const std::string& path) { files[paths::filename(path)] = file_sha256(path); };
+  auto add = [&](const std::string& path) { files[paths::filename(path)] = sha256_file(path); };
   if (t.path && paths::is_directory(*t.path)) {
     for (const std::string& name : paths::list_dir(*t.path)) {
       const bool weights = name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0;
@@ -83,11 +72,6 @@ std::vector<uint32_t> example_hashes(const at::Tensor& inputs) {
 
 int64_t positions_of(const IoShape& io) { return io.tokens() ? io.seq_len : 1; }
 
-std::string fmt(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%g", v);
-  return buf;
-}
 
 }  // namespace
 
@@ -146,7 +130,7 @@ json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
   if (writer.next_chunk() > 0)
     std::cerr << "cache-teacher: continuing " << out << " at chunk " << writer.next_chunk() << " of " << chunks << "\n";
   std::cerr << "cache-teacher: " << ws.teacher->describe() << " over " << ws.data.train->describe() << ", top-" << k
-            << " at T = " << fmt(temperature) << " (" << cache::value_encoding_name(encoding) << "), " << chunks
+            << " at T = " << schema::fmt_num(temperature) << " (" << cache::value_encoding_name(encoding) << "), " << chunks
             << " chunks of " << chunk_examples << " examples into " << out << "\n";
 
   const int64_t batch_size = o.batch_size > 0 ? o.batch_size : io.tokens() ? config.train.batch_size : 1024;
@@ -200,7 +184,7 @@ json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
   json totals = {{"chunks", chunks}, {"bytes", bytes}, {"positions", examples * positions},
                  {"bytes_per_position", per_position}};
   writer.finish(totals);
-  std::cerr << "cache-teacher: " << out << " complete: " << bytes << " bytes, " << fmt(per_position) << " bytes per "
+  std::cerr << "cache-teacher: " << out << " complete: " << bytes << " bytes, " << schema::fmt_num(per_position) << " bytes per "
             << (io.tokens() ? "token" : "row") << " at k = " << k << "\n";
   json r = totals;
   r["out"] = out;
@@ -313,9 +297,9 @@ TeacherCache::TeacherCache(const std::string& dir, const BatchSource& train, con
   m.tail = config.loss.topk_tail == "tail";
   m.temperature = mf.temperature;
   if (m.tail && std::abs(config.loss.temperature - mf.temperature) > 1e-12 * mf.temperature)
-    throw Error("loss.temperature: " + fmt(config.loss.temperature) + " differs from the " + fmt(mf.temperature) +
+    throw Error("loss.temperature: " + schema::fmt_num(config.loss.temperature) + " differs from the " + schema::fmt_num(mf.temperature) +
                 " that " + dir + " was made at; with loss.topk_tail \"tail\" the stored tail mass holds at that "
-                "temperature only: train at T = " + fmt(mf.temperature) + ", use loss.topk_tail \"ignore\", or cache again");
+                "temperature only: train at T = " + schema::fmt_num(mf.temperature) + ", use loss.topk_tail \"ignore\", or cache again");
   const int64_t chunk_bytes = mf.chunk_examples * mf.positions * mf.k * 8;
   m.capacity = static_cast<size_t>(std::clamp<int64_t>((int64_t{256} << 20) / std::max<int64_t>(chunk_bytes, 1), 4, 4096));
 }
@@ -329,7 +313,7 @@ const cache::Manifest& TeacherCache::manifest() const { return impl_->manifest; 
 std::string TeacherCache::describe() const {
   const cache::Manifest& mf = impl_->manifest;
   return impl_->dir + " (top-" + std::to_string(mf.k) + " of " + std::to_string(mf.vocab) + " at T = " +
-         fmt(mf.temperature) + ", " + cache::value_encoding_name(mf.encoding) + ", " + std::to_string(mf.examples) +
+         schema::fmt_num(mf.temperature) + ", " + cache::value_encoding_name(mf.encoding) + ", " + std::to_string(mf.examples) +
          " examples; training with top-" + std::to_string(impl_->use_k) + ")";
 }
 

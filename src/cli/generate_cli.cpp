@@ -84,16 +84,13 @@ uint64_t record_seed(uint64_t seed, int64_t index, int64_t sample) {
 }
 
 std::string read_all(const std::string& path, const std::string& flag) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw Error(flag + ": cannot open " + path + " (" + std::strerror(errno) + ")");
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
+  std::string bytes, error;
+  if (!paths::read_file(path, bytes, &error)) throw Error(flag + ": cannot read " + error);
+  return bytes;
 }
 
-// --prompts: the prompts of a JSONL file (one {"prompt": "..."} per line; blank lines skipped).
-std::vector<std::string> read_prompts(const std::string& path) {
-  const std::string text = read_all(path, "--prompts");
+// --prompts: the prompts of a JSONL file's `text` (one {"prompt": "..."} per line; blank lines skipped).
+std::vector<std::string> read_prompts(const std::string& path, const std::string& text) {
   std::vector<std::string> prompts;
   size_t line_no = 0;
   std::istringstream in(text);
@@ -141,12 +138,13 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
   if (o.out.empty()) throw Error("--out: --prompts writes its records to a file; give --out OUT.jsonl");
   if (o.samples_per_prompt < 1) throw Error("--samples-per-prompt: must be >= 1, got " + std::to_string(o.samples_per_prompt));
   if (o.batch_size < 1) throw Error("--batch-size: must be >= 1, got " + std::to_string(o.batch_size));
-  const std::vector<std::string> prompts = read_prompts(o.prompts);
+  const std::string prompts_text = read_all(o.prompts, "--prompts");
+  const std::vector<std::string> prompts = read_prompts(o.prompts, prompts_text);
   const std::string settings_path = o.out + ".settings.json";
   const nlohmann::json settings = {
       {"model", paths::absolute(o.model)},
       {"prompts", paths::absolute(o.prompts)},
-      {"prompts_sha256", sha256_hex(read_all(o.prompts, "--prompts"))},
+      {"prompts_sha256", sha256_hex(prompts_text)},
       {"samples_per_prompt", o.samples_per_prompt},
       {"max_new_tokens", g.max_new_tokens},
       {"temperature", g.temperature},

@@ -1,6 +1,7 @@
 #include "distill/io/paths.h"
 
 #include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -122,6 +123,30 @@ bool create_directories(const std::string& path, std::string* error) {
   if (::mkdir(path.c_str(), 0777) == 0 || (errno == EEXIST && is_directory(path))) return true;
   if (error) *error = path + (errno == EEXIST ? " exists and is not a folder" : ": " + std::string(std::strerror(errno)));
   return false;
+}
+
+bool read_file(const std::string& path, std::string& out, std::string* error) {
+  out.clear();
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  auto fail = [&](int err) {
+    if (error) *error = path + ": " + std::strerror(err);
+    return false;
+  };
+  if (fd < 0) return fail(errno);
+  char buffer[1 << 16];
+  for (;;) {
+    const ssize_t n = ::read(fd, buffer, sizeof(buffer));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      const int err = errno;
+      ::close(fd);
+      return fail(err);
+    }
+    if (n == 0) break;
+    out.append(buffer, static_cast<size_t>(n));
+  }
+  ::close(fd);
+  return true;
 }
 
 bool remove_file(const std::string& path) { return ::unlink(path.c_str()) == 0 || errno == ENOENT; }

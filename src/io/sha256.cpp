@@ -1,6 +1,11 @@
 #include "distill/io/sha256.h"
 
+#include "distill/error.h"
+
 #include <algorithm>
+#include <cerrno>
+#include <fstream>
+#include <vector>
 #include <cstring>
 
 namespace distill {
@@ -94,6 +99,19 @@ std::string Sha256::hex_digest() {
   for (uint32_t word : state_)
     for (int shift = 28; shift >= 0; shift -= 4) hex += kHex[(word >> shift) & 0xf];
   return hex;
+}
+
+std::string sha256_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(path + ": cannot open (" + std::strerror(errno) + ")");
+  Sha256 hash;
+  std::vector<char> buffer(1 << 20);
+  while (in) {
+    in.read(buffer.data(), static_cast<std::streamsize>(buffer.size()));
+    if (in.gcount() > 0) hash.update(std::string_view(buffer.data(), static_cast<size_t>(in.gcount())));
+  }
+  if (in.bad()) throw Error(path + ": cannot read (" + std::strerror(errno) + ")");
+  return hash.hex_digest();
 }
 
 std::string sha256_hex(std::string_view bytes) {

@@ -81,10 +81,7 @@ void check_tokenizer(const DataSources& data, const std::optional<std::string>& 
   for (const std::string& file : hf_tokenizer_files(*folder)) {
     const std::string name = paths::filename(file);
     if (name != "tokenizer.json" && name != "tokenizer.model") continue;
-    std::ifstream in(file, std::ios::binary);
-    std::stringstream bytes;
-    bytes << in.rdbuf();
-    const std::string sha = sha256_hex(bytes.str());
+    const std::string sha = sha256_file(file);
     if (sha == *data.tokenizer_sha256) return;
     seen += (seen.empty() ? "" : ", ") + name + " (sha256 " + sha.substr(0, 12) + "...)";
   }

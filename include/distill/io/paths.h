@@ -45,6 +45,8 @@ bool remove_tree(const std::string& path);
 // The names in a folder (no "." or ".."), sorted; empty when it cannot be read. A folder that exists but cannot
 // be listed (not a folder, no permission) also sets `error` ("<path>: Permission denied"); a missing one does not.
 std::vector<std::string> list_dir(const std::string& path, std::string* error = nullptr);
+// The whole file in `out`; false with `error` ("<path>: No such file or directory") when it cannot be read.
+bool read_file(const std::string& path, std::string& out, std::string* error = nullptr);
 // Every regular file under `path`, as paths relative to it, sorted (symbolic links are not followed).
 std::vector<std::string> list_files_recursive(const std::string& path);
 

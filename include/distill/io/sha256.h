@@ -26,5 +26,8 @@ class Sha256 {
 
 // The lower-case hex digest of `bytes`.
 std::string sha256_hex(std::string_view bytes);
+// The digest of a file's contents, read a MiB at a time (weights files need not fit in memory). Throws
+// distill::Error naming the file when it cannot be read.
+std::string sha256_file(const std::string& path);
 
 }  // namespace distill
