@@ -1,11 +1,13 @@
 // libFuzzer target for the teacher cache's chunk decoder and manifest reader (include/distill/cache/
 // cache_format.h). Input: byte 0 picks the reader (bit 0: chunk or manifest) and a vocabulary (bits 1-2);
 // the rest is a zstd frame or manifest JSON. Any input must decode or throw distill::Error; a decoded chunk
-// must hold ids below the vocabulary, log-probabilities <= 0 and tail masses in [0, 1], in columns of the
+// must hold ids below the vocabulary (or -1 for a row's absent entries), log-probabilities <= 0 and tail masses in [0, 1], in columns of the
 // sizes its header states, and must encode back to a frame that decodes to the same columns.
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
+#include <limits>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -40,12 +42,19 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (c.input_hash.size() != static_cast<size_t>(c.examples) || c.tail_mass.size() != rows ||
       c.ids.size() != entries || c.logprobs.size() != entries)
     std::abort();
-  for (size_t i = 0; i < entries; ++i)
-    if (c.ids[i] < 0 || c.ids[i] >= vocab || !(c.logprobs[i] <= 0.0f)) std::abort();
+  if (!c.counts.empty() && c.counts.size() != rows) std::abort();
+  for (size_t i = 0; i < entries; ++i) {
+    const size_t r = i / static_cast<size_t>(c.k), j = i % static_cast<size_t>(c.k);
+    const bool present = c.counts.empty() || j < c.counts[r];
+    if (present && (c.ids[i] < 0 || c.ids[i] >= vocab || !(c.logprobs[i] <= 0.0f))) std::abort();
+    if (!present && (c.ids[i] != -1 || c.logprobs[i] != -std::numeric_limits<float>::infinity())) std::abort();
+  }
   for (float m : c.tail_mass)
     if (!(m >= 0.0f && m <= 1.0f)) std::abort();
   const std::string again = cache::encode_chunk(c, cache::ValueEncoding::float32, vocab, 1);
   const cache::Chunk d = cache::decode_chunk(again.data(), again.size(), vocab, "fuzz/again");
   if (d.ids != c.ids || d.logprobs != c.logprobs || d.tail_mass != c.tail_mass || d.input_hash != c.input_hash) std::abort();
+  const bool full = std::all_of(c.counts.begin(), c.counts.end(), [&](uint32_t m) { return m == static_cast<uint32_t>(c.k); });
+  if (full ? !d.counts.empty() : d.counts != c.counts) std::abort();
   return 0;
 }

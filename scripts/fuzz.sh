@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds the libFuzzer targets of fuzz/ (clang, ASan + UBSan) in build-fuzz/ and runs one of them.
-#   scripts/fuzz.sh TARGET SECONDS     TARGET: safetensors | csv | config | tokenizer | token_shard | jsonl | teacher_cache
+#   scripts/fuzz.sh TARGET SECONDS     TARGET: safetensors | csv | config | tokenizer | token_shard | jsonl | teacher_cache | logprob_import
 # Inputs: the committed seeds fuzz/corpus/TARGET (read only) plus the working corpus build-fuzz/corpus-TARGET
 # (grows between runs). Crashes, timeouts and OOMs go to fuzz-out/TARGET/, the log to fuzz-out/TARGET/fuzz.log.
 # Prints the executions and whether anything was found; exits non-zero when something was.
@@ -9,10 +9,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-usage() { echo "usage: scripts/fuzz.sh safetensors|csv|config|tokenizer|token_shard|jsonl|teacher_cache SECONDS" >&2; exit 2; }
+usage() { echo "usage: scripts/fuzz.sh safetensors|csv|config|tokenizer|token_shard|jsonl|teacher_cache|logprob_import SECONDS" >&2; exit 2; }
 [ $# -eq 2 ] || usage
 target=$1 seconds=$2
-case "$target" in safetensors | csv | config | tokenizer | token_shard | jsonl | teacher_cache) ;; *) usage ;; esac
+case "$target" in safetensors | csv | config | tokenizer | token_shard | jsonl | teacher_cache | logprob_import) ;; *) usage ;; esac
 [[ "$seconds" =~ ^[0-9]+$ ]] && [ "$seconds" -gt 0 ] || usage
 
 # clang 14 and its runtime libraries (libFuzzer, ASan, UBSan).

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstring>
 #include <fstream>
+#include <limits>
 #include <sstream>
 #include <type_traits>
 
@@ -22,7 +23,8 @@ namespace distill::cache {
 
 namespace {
 
-constexpr uint32_t kChunkMagic = 0x31435444;  // "DTC1"
+constexpr uint32_t kChunkMagic = 0x31435444;        // "DTC1"
+constexpr uint32_t kChunkMagicCounts = 0x32435444;  // "DTC2": with a count per row
 constexpr char kIndexMagic[8] = {'D', 'T', 'C', 'I', 'N', 'D', 'E', 'X'};
 constexpr size_t kHeaderBytes = 2 * 4 + 5 * 8;
 constexpr size_t kIndexEntryBytes = 24;
@@ -130,7 +132,7 @@ template <class T> T manifest_get(const nlohmann::json& j, const char* key, cons
 int64_t chunk_raw_bytes(int64_t examples, int64_t positions, int64_t k, int64_t vocab, ValueEncoding encoding) {
   const int64_t value = encoding == ValueEncoding::float32 ? 4 : 2;
   const long double bytes = static_cast<long double>(kHeaderBytes) + static_cast<long double>(examples) * 4 +
-                            static_cast<long double>(examples) * positions * (value + k * (id_bytes_for(vocab) + value));
+                            static_cast<long double>(examples) * positions * (value + id_bytes_for(vocab) + k * (id_bytes_for(vocab) + value));
   return bytes > static_cast<long double>(int64_t{1} << 62) ? int64_t{1} << 62 : static_cast<int64_t>(bytes);
 }
 
@@ -161,31 +163,49 @@ std::string encode_chunk(const Chunk& c, ValueEncoding encoding, int64_t vocab, 
   const int64_t rows = c.rows();
   if (c.examples <= 0 || c.positions <= 0 || c.k <= 0 || c.first_example < 0 || chunk_raw_bytes(c.examples, c.positions, c.k, vocab, encoding) > kMaxChunkRawBytes ||
       static_cast<int64_t>(c.input_hash.size()) != c.examples || static_cast<int64_t>(c.tail_mass.size()) != rows ||
-      static_cast<int64_t>(c.ids.size()) != rows * c.k || static_cast<int64_t>(c.logprobs.size()) != rows * c.k)
+      static_cast<int64_t>(c.ids.size()) != rows * c.k || static_cast<int64_t>(c.logprobs.size()) != rows * c.k ||
+      (!c.counts.empty() && static_cast<int64_t>(c.counts.size()) != rows))
     throw Error("teacher cache: a chunk's columns do not match its shape (internal)");
+  const bool ragged = std::any_of(c.counts.begin(), c.counts.end(), [&](uint32_t n) { return n != static_cast<uint64_t>(c.k); });
+  auto count_of = [&](int64_t r) { return ragged ? static_cast<int64_t>(c.counts[static_cast<size_t>(r)]) : c.k; };
+  for (int64_t r = 0; r < rows; ++r)
+    if (count_of(r) > c.k) throw Error("teacher cache: a row holds more than k entries (internal)");
   const int width = id_bytes_for(vocab);
   std::string raw;
   raw.reserve(kHeaderBytes + static_cast<size_t>(c.examples) * 4 + static_cast<size_t>(rows) * (4 + c.k * (width + 4)));
-  put<uint32_t>(raw, kChunkMagic);
+  put<uint32_t>(raw, ragged ? kChunkMagicCounts : kChunkMagic);
   put<uint32_t>(raw, static_cast<uint32_t>(encoding));
   for (int64_t v : {c.first_example, c.examples, c.positions, c.k, static_cast<int64_t>(width)}) put<int64_t>(raw, v);
   put_planes(raw, reinterpret_cast<const uint8_t*>(c.input_hash.data()), c.input_hash.size(), 4);
-  const size_t n = c.ids.size();
-  auto put_ids = [&](const std::vector<int64_t>& ids) {
+  // The entries present, row after row (all of them unless ragged).
+  std::vector<int32_t> ids;
+  std::vector<float> logprobs;
+  ids.reserve(c.ids.size());
+  logprobs.reserve(c.ids.size());
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t j = 0; j < count_of(r); ++j) {
+      const size_t i = static_cast<size_t>(r * c.k + j);
+      if (c.ids[i] < 0 || c.ids[i] >= vocab) throw Error("teacher cache: token id " + std::to_string(c.ids[i]) + " outside the vocabulary (internal)");
+      ids.push_back(c.ids[i]);
+      logprobs.push_back(c.logprobs[i]);
+    }
+  const size_t n = ids.size();
+  auto put_column = [&](const std::vector<int64_t>& v64) {
     if (width == 2) {
-      std::vector<uint16_t> v(n);
-      for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint16_t>(ids[i]);
-      put_planes(raw, reinterpret_cast<const uint8_t*>(v.data()), n, 2);
+      std::vector<uint16_t> v(v64.size());
+      for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint16_t>(v64[i]);
+      put_planes(raw, reinterpret_cast<const uint8_t*>(v.data()), v.size(), 2);
     } else {
-      std::vector<uint32_t> v(n);
-      for (size_t i = 0; i < n; ++i) v[i] = static_cast<uint32_t>(ids[i]);
-      put_planes(raw, reinterpret_cast<const uint8_t*>(v.data()), n, 4);
+      std::vector<uint32_t> v(v64.size());
+      for (size_t i = 0; i < v.size(); ++i) v[i] = static_cast<uint32_t>(v64[i]);
+      put_planes(raw, reinterpret_cast<const uint8_t*>(v.data()), v.size(), 4);
     }
   };
+  if (ragged) put_column(std::vector<int64_t>(c.counts.begin(), c.counts.end()));
   if (encoding == ValueEncoding::float32) {
     put_planes(raw, reinterpret_cast<const uint8_t*>(c.tail_mass.data()), c.tail_mass.size(), 4);
-    put_ids(std::vector<int64_t>(c.ids.begin(), c.ids.end()));
-    put_planes(raw, reinterpret_cast<const uint8_t*>(c.logprobs.data()), n, 4);
+    put_column(std::vector<int64_t>(ids.begin(), ids.end()));
+    put_planes(raw, reinterpret_cast<const uint8_t*>(logprobs.data()), n, 4);
   } else {
     std::vector<uint16_t> tail(static_cast<size_t>(rows));
     for (int64_t r = 0; r < rows; ++r) tail[static_cast<size_t>(r)] = log16_of(c.tail_mass[static_cast<size_t>(r)]);
@@ -194,21 +214,24 @@ std::string encode_chunk(const Chunk& c, ValueEncoding encoding, int64_t vocab, 
     // as absolute steps beside them (they carry the order).
     std::vector<int64_t> deltas(n);
     std::vector<uint16_t> q(n);
-    std::vector<std::pair<int32_t, float>> row(static_cast<size_t>(c.k));
+    std::vector<std::pair<int32_t, float>> row;
+    size_t at = 0;
     for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t j = 0; j < c.k; ++j) row[static_cast<size_t>(j)] = {c.ids[static_cast<size_t>(r * c.k + j)], c.logprobs[static_cast<size_t>(r * c.k + j)]};
+      const size_t m = static_cast<size_t>(count_of(r));
+      row.assign(m, {});
+      for (size_t j = 0; j < m; ++j) row[j] = {ids[at + j], logprobs[at + j]};
       std::sort(row.begin(), row.end());
       int64_t prev = 0;
-      for (int64_t j = 0; j < c.k; ++j) {
-        const size_t i = static_cast<size_t>(r * c.k + j);
-        const auto& [id, lp] = row[static_cast<size_t>(j)];
+      for (size_t j = 0; j < m; ++j) {
+        const auto& [id, lp] = row[j];
         if (j > 0 && id == prev) throw Error("teacher cache: a row repeats token id " + std::to_string(id) + " (internal)");
-        deltas[i] = id - prev;
+        deltas[at + j] = id - prev;
         prev = id;
-        q[i] = log16_of_logprob(lp);
+        q[at + j] = log16_of_logprob(lp);
       }
+      at += m;
     }
-    put_ids(deltas);
+    put_column(deltas);
     put_planes(raw, reinterpret_cast<const uint8_t*>(q.data()), n, 2);
   }
   std::string out(ZSTD_compressBound(raw.size()), '\0');
@@ -235,7 +258,9 @@ Chunk decode_chunk(const void* frame, size_t bytes, int64_t vocab, const std::st
                 std::string(ZSTD_isError(got) ? ZSTD_getErrorName(got) : "short") +
                 "); the cache is damaged: run `distill cache-teacher` again with --overwrite");
   Reader in(raw, where);
-  if (in.get<uint32_t>() != kChunkMagic) throw Error(where + ": not a teacher cache chunk (bad magic)");
+  const uint32_t magic = in.get<uint32_t>();
+  if (magic != kChunkMagic && magic != kChunkMagicCounts) throw Error(where + ": not a teacher cache chunk (bad magic)");
+  const bool ragged = magic == kChunkMagicCounts;
   const uint32_t encoding = in.get<uint32_t>();
   if (encoding > 1) throw Error(where + ": unknown value encoding " + std::to_string(encoding));
   Chunk c;
@@ -248,72 +273,101 @@ Chunk decode_chunk(const void* frame, size_t bytes, int64_t vocab, const std::st
       c.examples > (int64_t{1} << 32) || c.positions > (int64_t{1} << 32) || c.k > vocab)
     throw Error(where + ": the chunk's header is inconsistent (examples " + std::to_string(c.examples) + ", positions " +
                 std::to_string(c.positions) + ", k " + std::to_string(c.k) + ", id bytes " + std::to_string(width) + ")");
+  const auto damaged = [&] {
+    return Error(where + ": the chunk's size does not match its header; the cache is damaged: run `distill "
+                 "cache-teacher` again with --overwrite");
+  };
   // Every column must fit in what is left before anything is allocated.
   const int64_t value_bytes = encoding ? 2 : 4, tail_bytes = encoding ? 2 : 4;
-  const long double need = static_cast<long double>(c.examples) * 4 +
-                           static_cast<long double>(c.examples) * c.positions * (tail_bytes + c.k * (width + value_bytes));
-  if (need != static_cast<long double>(in.left()))
-    throw Error(where + ": the chunk's size does not match its header; the cache is damaged: run `distill "
-                "cache-teacher` again with --overwrite");
-  const size_t rows = static_cast<size_t>(c.rows()), k = static_cast<size_t>(c.k), n = rows * k;
+  const long double rows_ld = static_cast<long double>(c.examples) * c.positions;
+  const long double fixed = static_cast<long double>(c.examples) * 4 + rows_ld * (tail_bytes + (ragged ? width : 0));
+  if (fixed > static_cast<long double>(in.left()) ||
+      (!ragged && fixed + rows_ld * c.k * (width + value_bytes) != static_cast<long double>(in.left())))
+    throw damaged();
+  const size_t rows = static_cast<size_t>(c.rows()), k = static_cast<size_t>(c.k);
   c.input_hash.resize(static_cast<size_t>(c.examples));
   in.get_planes(reinterpret_cast<uint8_t*>(c.input_hash.data()), c.input_hash.size(), 4);
+  auto get_column = [&](size_t count) {
+    std::vector<int64_t> out(count);
+    if (width == 2) {
+      std::vector<uint16_t> v(count);
+      in.get_planes(reinterpret_cast<uint8_t*>(v.data()), count, 2);
+      for (size_t i = 0; i < count; ++i) out[i] = v[i];
+    } else {
+      std::vector<uint32_t> v(count);
+      in.get_planes(reinterpret_cast<uint8_t*>(v.data()), count, 4);
+      for (size_t i = 0; i < count; ++i) out[i] = v[i];
+    }
+    return out;
+  };
+  size_t n = rows * k;  // entries stored
+  if (ragged) {
+    const std::vector<int64_t> counts = get_column(rows);
+    c.counts.resize(rows);
+    n = 0;
+    for (size_t r = 0; r < rows; ++r) {
+      if (counts[r] > c.k)
+        throw Error(where + ": row " + std::to_string(r) + " claims " + std::to_string(counts[r]) + " entries, more than k = " +
+                    std::to_string(c.k) + "; the cache is damaged");
+      c.counts[r] = static_cast<uint32_t>(counts[r]);
+      n += static_cast<size_t>(counts[r]);
+    }
+    if (static_cast<long double>(rows) * tail_bytes + static_cast<long double>(n) * (width + value_bytes) !=
+        static_cast<long double>(in.left()))
+      throw damaged();
+  }
+  auto count_of = [&](size_t r) { return ragged ? static_cast<size_t>(c.counts[r]) : k; };
   c.tail_mass.resize(rows);
-  std::vector<uint16_t> tail16;
   if (encoding == 0) {
     in.get_planes(reinterpret_cast<uint8_t*>(c.tail_mass.data()), rows, 4);
   } else {
-    tail16.resize(rows);
+    std::vector<uint16_t> tail16(rows);
     in.get_planes(reinterpret_cast<uint8_t*>(tail16.data()), rows, 2);
     for (size_t r = 0; r < rows; ++r) c.tail_mass[r] = static_cast<float>(prob_of_log16(tail16[r]));
   }
-  std::vector<int64_t> ids(n);
-  if (width == 2) {
-    std::vector<uint16_t> v(n);
-    in.get_planes(reinterpret_cast<uint8_t*>(v.data()), n, 2);
-    for (size_t i = 0; i < n; ++i) ids[i] = v[i];
-  } else {
-    std::vector<uint32_t> v(n);
-    in.get_planes(reinterpret_cast<uint8_t*>(v.data()), n, 4);
-    for (size_t i = 0; i < n; ++i) ids[i] = v[i];
-  }
-  c.ids.resize(n);
-  c.logprobs.resize(n);
+  const std::vector<int64_t> ids = get_column(n);
+  c.ids.assign(rows * k, -1);
+  c.logprobs.assign(rows * k, -std::numeric_limits<float>::infinity());
   if (encoding == 0) {
-    for (size_t i = 0; i < n; ++i) {
-      if (ids[i] >= vocab)
-        throw Error(where + ": token id " + std::to_string(ids[i]) + " at entry " + std::to_string(i) +
-                    " is outside the cache's vocabulary of " + std::to_string(vocab));
-      c.ids[i] = static_cast<int32_t>(ids[i]);
-    }
-    in.get_planes(reinterpret_cast<uint8_t*>(c.logprobs.data()), n, 4);
+    std::vector<float> lp(n);
+    in.get_planes(reinterpret_cast<uint8_t*>(lp.data()), n, 4);
+    size_t at = 0;
+    for (size_t r = 0; r < rows; ++r)
+      for (size_t j = 0; j < count_of(r); ++j, ++at) {
+        if (ids[at] >= vocab)
+          throw Error(where + ": token id " + std::to_string(ids[at]) + " at entry " + std::to_string(at) +
+                      " is outside the cache's vocabulary of " + std::to_string(vocab));
+        if (!(lp[at] <= 0.0f))
+          throw Error(where + ": log-probability " + std::to_string(lp[at]) + " at entry " + std::to_string(at) +
+                      " is not <= 0; the cache is damaged");
+        c.ids[r * k + j] = static_cast<int32_t>(ids[at]);
+        c.logprobs[r * k + j] = lp[at];
+      }
   } else {
     std::vector<uint16_t> q(n);
     in.get_planes(reinterpret_cast<uint8_t*>(q.data()), n, 2);
-    std::vector<std::pair<uint16_t, int32_t>> row(k);
+    std::vector<std::pair<uint16_t, int32_t>> row;
+    size_t at = 0;
     for (size_t r = 0; r < rows; ++r) {
+      const size_t m = count_of(r);
+      row.assign(m, {});
       int64_t id = 0;
-      for (size_t j = 0; j < k; ++j) {
-        const size_t i = r * k + j;
-        if (j > 0 && ids[i] == 0) throw Error(where + ": row " + std::to_string(r) + " repeats a token id; the cache is damaged");
-        id += ids[i];
+      for (size_t j = 0; j < m; ++j, ++at) {
+        if (j > 0 && ids[at] == 0) throw Error(where + ": row " + std::to_string(r) + " repeats a token id; the cache is damaged");
+        id += ids[at];
         if (id >= vocab)
           throw Error(where + ": token id " + std::to_string(id) + " in row " + std::to_string(r) +
                       " is outside the cache's vocabulary of " + std::to_string(vocab));
-        row[j] = {q[i], static_cast<int32_t>(id)};
+        row[j] = {q[at], static_cast<int32_t>(id)};
       }
       // Back to most probable first (ties: the smaller id first).
       std::sort(row.begin(), row.end());
-      for (size_t j = 0; j < k; ++j) {
+      for (size_t j = 0; j < m; ++j) {
         c.ids[r * k + j] = row[j].second;
         c.logprobs[r * k + j] = static_cast<float>(-static_cast<double>(row[j].first) / kLog16Scale);
       }
     }
   }
-  for (size_t i = 0; i < n; ++i)
-    if (!(c.logprobs[i] <= 0.0f))
-      throw Error(where + ": log-probability " + std::to_string(c.logprobs[i]) + " at entry " + std::to_string(i) +
-                  " is not <= 0; the cache is damaged");
   for (size_t r = 0; r < rows; ++r)
     if (!(c.tail_mass[r] >= 0.0f && c.tail_mass[r] <= 1.0f))
       throw Error(where + ": tail mass " + std::to_string(c.tail_mass[r]) + " of row " + std::to_string(r) +

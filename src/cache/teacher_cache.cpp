@@ -59,8 +59,12 @@ json teacher_identity(const ModelConfig& t) {
   return {{"model", model}, {"files", files}};
 }
 
-// Per example: the hash of the student's inputs, as the cache stores it.
-std::vector<uint32_t> example_hashes(const at::Tensor& inputs) {
+int64_t positions_of(const IoShape& io) { return io.tokens() ? io.seq_len : 1; }
+
+
+}  // namespace
+
+std::vector<uint32_t> cache_input_hashes(const at::Tensor& inputs) {
   const at::Tensor x = inputs.contiguous().cpu();
   const int64_t n = x.size(0);
   const size_t bytes = static_cast<size_t>(x.numel() / std::max<int64_t>(n, 1)) * x.element_size();
@@ -70,12 +74,8 @@ std::vector<uint32_t> example_hashes(const at::Tensor& inputs) {
   return out;
 }
 
-int64_t positions_of(const IoShape& io) { return io.tokens() ? io.seq_len : 1; }
-
-
-}  // namespace
-
 json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
+  if (!o.from.empty()) return import_teacher_logprobs(config_in, o);
   if (!config_in.teacher || (!config_in.teacher->path && !config_in.teacher->arch && !config_in.teacher->weights))
     throw Error("teacher: cache-teacher runs the teacher, and the config names none; give teacher.path (a Hugging "
                 "Face folder or TorchScript file), or teacher.arch with teacher.weights");
@@ -148,7 +148,7 @@ json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
     chunk.logprobs.reserve(static_cast<size_t>(chunk.rows() * k));
     for (int64_t b = chunk.first_example; b < chunk.first_example + chunk.examples; b += batch_size) {
       const Batch batch = ws.data.train->examples(b, std::min(chunk.first_example + chunk.examples, b + batch_size));
-      const std::vector<uint32_t> hashes = example_hashes(batch.student_input);
+      const std::vector<uint32_t> hashes = cache_input_hashes(batch.student_input);
       chunk.input_hash.insert(chunk.input_hash.end(), hashes.begin(), hashes.end());
       torch::NoGradGuard no_grad;
       AutocastScope autocast(ws.device, bf16);
@@ -323,7 +323,7 @@ SparseTeacher TeacherCache::lookup(const Batch& batch) const {
   TORCH_CHECK(batch.example_ids.defined(), "teacher cache: the batch has no example ids");
   const at::Tensor ids = batch.example_ids.to(at::kLong).contiguous().cpu();
   const int64_t n = ids.size(0), P = mf.positions, K = m.use_k, rows = n * P;
-  const std::vector<uint32_t> hashes = example_hashes(batch.student_input);
+  const std::vector<uint32_t> hashes = cache_input_hashes(batch.student_input);
   SparseTeacher s;
   s.index = at::empty({rows, K}, at::kLong);
   s.logits = at::empty({rows, K}, at::kFloat);
@@ -411,7 +411,7 @@ json bench_teacher_cache(const std::string& dir, int64_t repeats) {
           logits[e] = T * c.logprobs[e];
           kept += std::exp(static_cast<double>(c.logprobs[e]));
         }
-        checksum += std::log(kept) - std::log1p(-static_cast<double>(c.tail_mass[static_cast<size_t>(row)]));
+        if (kept > 0) checksum += std::log(kept) - std::log1p(-static_cast<double>(c.tail_mass[static_cast<size_t>(row)]));
       }
     }
     seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());

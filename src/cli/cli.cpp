@@ -126,6 +126,13 @@ int run_cli(int argc, char** argv) {
                         "examples per compressed chunk; 0 = about 1 MiB of entries (smaller: less decoded per random batch)")
       ->capture_default_str();
   cache_cmd->add_flag("--overwrite", cache_opts.overwrite, "replace a cache already in the folder");
+  cache_cmd->add_option("--from", cache_opts.from,
+                        "no teacher run: build the cache from a server's or an API's log-probabilities, one JSON response "
+                        "per line, line i for training example i (vLLM prompt_logprobs with prompt_token_ids, or OpenAI-style "
+                        "chat completions with logprobs / top_logprobs; --topk 0 keeps every entry given)");
+  cache_cmd->add_option("--temperature", cache_opts.from_temperature,
+                        "with --from: the temperature the log-probabilities were computed at")
+      ->capture_default_str();
 
   std::string bench_cache_dir;
   int64_t bench_cache_repeats = 5;
@@ -228,6 +235,8 @@ int run_cli(int argc, char** argv) {
   }
   if (cache_cmd->parsed()) {
     if (cache_opts.topk < 0) throw Error("--topk: must be >= 0 (0 = 64, or the vocabulary when smaller)");
+    if (cache_opts.from.empty() && cache_cmd->count("--temperature") > 0)
+      throw Error("--temperature: only with --from (a live teacher caches at loss.temperature)");
     if (cache_opts.batch_size < 0) throw Error("--batch-size: must be >= 0");
     if (cache_opts.chunk_examples < 0) throw Error("--chunk-examples: must be >= 0");
     const nlohmann::json r = cache_teacher(load(cache_args), cache_opts);

@@ -195,23 +195,26 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     // Sparse teacher: K (index, logit) pairs, spread over the team.
     const TT* kl = static_cast<const TT*>(p.topk_logits) + i * p.topk;
     bool in_range = true;
-    for (int64_t q = tm.rank; q < p.topk; q += tm.size) in_range = in_range && topk_index[q] >= 0 && topk_index[q] < V;
+    for (int64_t q = tm.rank; q < p.topk; q += tm.size) in_range = in_range && topk_index[q] >= -1 && topk_index[q] < V;  // -1: absent
     in_range = team_reduce<1>(tm, in_range ? 0.f : 1.f) == 0.f;
     auto lq_at = [&](int64_t v) { return (to_f32(srow[v]) - c.ms) * c.k - c.l2sb; };
     if (!in_range) {
       D = __int_as_float(0x7fc00000);
     } else if (!p.tail) {
       float mk = kNegInf;
-      for (int64_t q = tm.rank; q < p.topk; q += tm.size) mk = fmaxf(mk, to_f32(kl[q]));
+      for (int64_t q = tm.rank; q < p.topk; q += tm.size)
+        if (topk_index[q] >= 0) mk = fmaxf(mk, to_f32(kl[q]));
       mk = team_reduce<1>(tm, mk);
       if (mk > kNegInf) {
         float sk = 0.f;
-        for (int64_t q = tm.rank; q < p.topk; q += tm.size) sk += ex2((to_f32(kl[q]) - mk) * p.k);
+        for (int64_t q = tm.rank; q < p.topk; q += tm.size)
+          if (topk_index[q] >= 0) sk += ex2((to_f32(kl[q]) - mk) * p.k);
         sk = team_reduce<0>(tm, sk);
         sparse_max = mk;
         sparse_l2s = log2f(sk);
         float d = 0.f;
         for (int64_t q = tm.rank; q < p.topk; q += tm.size) {
+          if (topk_index[q] < 0) continue;
           const float lp = (to_f32(kl[q]) - mk) * p.k - sparse_l2s;
           if (lp > kNegInf) d += ex2(lp) * (lp - lq_at(topk_index[q]));
         }
@@ -223,6 +226,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
       const float l2lse = p.teacher_lse[i] * kLog2e;
       float sum_p = 0.f, d = 0.f;
       for (int64_t q = tm.rank; q < p.topk; q += tm.size) {
+        if (topk_index[q] < 0) continue;
         const float lp = to_f32(kl[q]) * p.k - l2lse;
         const float pk = ex2(lp);
         if (pk > 0.f) d += pk * (lp - lq_at(topk_index[q]));
@@ -302,6 +306,7 @@ __device__ __forceinline__ void rows_body(const Params& p, int team_size, int64_
     const float l2lse = p.tail ? p.teacher_lse[i] * kLog2e : 0.f;
     for (int64_t q = tm.rank; q < p.topk; q += tm.size) {
       const int64_t v = topk_index[q];
+      if (v < 0) continue;  // an absent entry
       const float sv = to_f32(srow[v]);
       const float qv = ex2((sv - c.ms) * c.k - c.l2sb);
       const float tk = to_f32(kl[q]);

@@ -188,8 +188,9 @@ void kd_loss_forward_reference(const KdLossArgs& args, double* grad, double* row
         bool indices_in_range = true;
         std::vector<double> a_k(K);
         for (int64_t k = 0; k < K; ++k) {
-          a_k[k] = load(args.topk_logits, args.teacher_dtype, i * K + k) / T;
-          indices_in_range = indices_in_range && index[k] >= 0 && index[k] < V;
+          // index -1: an absent entry (a row with fewer than K): probability 0, in no sum, no index.
+          a_k[k] = index[k] < 0 ? kNegInf : load(args.topk_logits, args.teacher_dtype, i * K + k) / T;
+          indices_in_range = indices_in_range && index[k] >= -1 && index[k] < V;
         }
         if (!indices_in_range) {
           D = kNaN;  // caller error; the kernels report it the same way instead of reading out of bounds
@@ -198,6 +199,7 @@ void kd_loss_forward_reference(const KdLossArgs& args, double* grad, double* row
           if (lse_k != kNegInf) {
             for (int64_t v = 0; v < V; ++v) dD_db[v] = q[v];
             for (int64_t k = 0; k < K; ++k) {
+              if (index[k] < 0) continue;
               const double log_pk = a_k[k] - lse_k, pk = std::exp(log_pk);
               if (pk > 0) D += pk * (log_pk - log_q[index[k]]);
               dD_db[index[k]] = q[index[k]] - pk;
@@ -208,6 +210,7 @@ void kd_loss_forward_reference(const KdLossArgs& args, double* grad, double* row
           double sum_p = 0;
           std::vector<bool> in_topk(static_cast<size_t>(V), false);
           for (int64_t k = 0; k < K; ++k) {
+            if (index[k] < 0) continue;
             const double log_pk = a_k[k] - lse_t, pk = std::exp(log_pk);
             if (pk > 0) D += pk * (log_pk - log_q[index[k]]);
             sum_p += pk;
@@ -220,7 +223,8 @@ void kd_loss_forward_reference(const KdLossArgs& args, double* grad, double* row
           if (m_t > 0) D += m_t * (std::log(m_t) - std::log(m_s));
           const double off_topk = 1 - (m_s > 0 ? m_t / m_s : 0.0);
           for (int64_t v = 0; v < V; ++v) dD_db[v] = q[v] * off_topk;
-          for (int64_t k = 0; k < K; ++k) dD_db[index[k]] = q[index[k]] - std::exp(a_k[k] - lse_t);
+          for (int64_t k = 0; k < K; ++k)
+            if (index[k] >= 0) dD_db[index[k]] = q[index[k]] - std::exp(a_k[k] - lse_t);
         }
       }
       kd = D * kd_scale;

@@ -3,6 +3,8 @@
 // both rows, the pointwise terms, and their gradients), which is exactly why it is slow.
 #include <torch/torch.h>
 
+#include <limits>
+
 #include "distill/config/config.h"
 #include "distill/error.h"
 #include "distill/loss/kd_loss.h"
@@ -72,20 +74,28 @@ LossTerms kd_loss_sparse_composite(const at::Tensor& student, const SparseTeache
                                    const KdLossOptions& o, double normalizer) {
   TORCH_CHECK(o.kind == kernels::Divergence::forward_kl, "sparse (top-k) teachers support only forward_kl");
   const double T = o.temperature;
+  // index -1: an absent entry (probability 0, in no sum); gathered at 0 and masked.
+  const at::Tensor present = t.index >= 0;
+  const at::Tensor index = t.index.clamp_min(0);
+  const double neg_inf = -std::numeric_limits<double>::infinity();
   at::Tensor log_q_full = torch::log_softmax(student.to(torch::kFloat32) / T, -1);
-  at::Tensor log_q = log_q_full.gather(1, t.index);
+  at::Tensor log_q = log_q_full.gather(1, index);
+  at::Tensor logits = t.logits.to(torch::kFloat32).masked_fill(~present, neg_inf);
+  const at::Tensor any = present.any(-1);
   at::Tensor d;
   if (o.topk_tail == kernels::TopkTail::ignore) {
-    at::Tensor log_p = torch::log_softmax(t.logits.to(torch::kFloat32) / T, -1);
-    d = kl_rows(log_p, log_q);
+    // A row without entries has no teacher distribution (its log_softmax would be NaN): no KD term.
+    at::Tensor log_p = torch::log_softmax(torch::where(any.unsqueeze(1), logits, torch::zeros_like(logits)) / T, -1);
+    d = torch::where(any, kl_rows(log_p.masked_fill(~present, neg_inf), log_q), torch::zeros_like(any, torch::kFloat32));
   } else {
     TORCH_CHECK(t.lse.defined(), "topk_tail = tail needs the teacher's full-vocabulary logsumexp per row");
-    at::Tensor log_p = t.logits.to(torch::kFloat32) / T - t.lse.to(torch::kFloat32).unsqueeze(1);
+    at::Tensor log_p = logits / T - t.lse.to(torch::kFloat32).unsqueeze(1);
     at::Tensor p = log_p.exp();
     at::Tensor m_t = 1.0 - p.sum(-1);
     m_t = torch::where(m_t < kernels::kd_loss_tail_mass_floor, torch::zeros_like(m_t), m_t);
     // m_s summed over the entries outside the top-k (1 - sum_k Q_k cancels when the top-k holds nearly all).
-    at::Tensor outside = torch::ones_like(log_q_full, torch::kBool).scatter(1, t.index, false);
+    at::Tensor hits = torch::zeros_like(log_q_full).scatter_add(1, index, present.to(torch::kFloat32));
+    at::Tensor outside = hits == 0;
     at::Tensor m_s = torch::where(outside, log_q_full.exp(), torch::zeros_like(log_q_full)).sum(-1);
     at::Tensor safe_m_t = torch::where(m_t > 0, m_t, torch::ones_like(m_t));
     at::Tensor tail = torch::where(m_t > 0, m_t * (safe_m_t.log() - m_s.log()), torch::zeros_like(m_t));

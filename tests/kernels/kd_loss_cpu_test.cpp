@@ -228,6 +228,8 @@ TEST_CASE("kd_loss reference: analytic gradient equals central differences", "[k
     Spec s;
     s.N = 3, s.V = 12, s.sparse = true, s.K = 4, s.tail = tail, s.T = 1.5f, s.labels = true, s.alpha = 0.7f;
     specs.push_back(s);
+    s.N = 4, s.absent_every = 3;  // rows 0 and 3 without entries, rows 1 and 2 with 3 and 2 of 4
+    specs.push_back(s);
   }
   for (const Spec& spec : specs) {
     auto p = make_problem(spec);

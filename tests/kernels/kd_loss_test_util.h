@@ -60,6 +60,9 @@ struct Spec {
   bool sparse = false;
   TopkTail tail = TopkTail::ignore;
   int64_t K = 0;
+  // Sparse: absent entries (index -1, as imported API logprobs give): row i % absent_every == 0 has none
+  // present, other rows their last i % K entries absent. 0: every entry present.
+  int absent_every = 0;
   float inv_norm = 1.0f;
   float scale = 3.0f;
   uint32_t seed = 1;
@@ -71,7 +74,7 @@ struct Spec {
       << " beta=" << beta << " T=" << T << " t2=" << t2 << " alpha=" << alpha << " labels=" << labels
       << " ignore_every=" << ignore_every << " all_ignored=" << all_ignored << " pad=" << s_pad << "/" << t_pad
       << " fill=" << name(fill);
-    if (sparse) o << " sparse K=" << K << (tail == TopkTail::tail ? " tail" : " ignore");
+    if (sparse) o << " sparse K=" << K << (tail == TopkTail::tail ? " tail" : " ignore") << " absent_every=" << absent_every;
     o << " inv_norm=" << inv_norm << " seed=" << seed;
     return o.str();
   }
@@ -190,6 +193,13 @@ inline std::unique_ptr<Problem> make_problem(const Spec& sp) {
       for (int64_t k = 0; k < K; ++k) {
         p.topk_index[static_cast<size_t>(i * K + k)] = row[static_cast<size_t>(k)].second;
         put(p.topk_logits, sp.tdt, i * K + k, row[static_cast<size_t>(k)].first);
+      }
+      if (sp.absent_every > 0) {
+        const int64_t absent = i % sp.absent_every == 0 ? K : i % std::max<int64_t>(K, 1);
+        for (int64_t k = K - absent; k < K; ++k) {
+          p.topk_index[static_cast<size_t>(i * K + k)] = -1;
+          put(p.topk_logits, sp.tdt, i * K + k, 1e4f);  // must be read as nothing
+        }
       }
     }
     a.topk_index = p.topk_index.data();
@@ -421,6 +431,18 @@ inline std::vector<Spec> sparse_grid() {
           out.push_back(s);
         }
       }
+    }
+  }
+  // Rows with fewer than K entries and rows with none.
+  for (TopkTail tail : {TopkTail::ignore, TopkTail::tail}) {
+    for (int64_t V : {10, 1000}) {
+      Spec s;
+      s.N = 9, s.V = V, s.sparse = true, s.tail = tail, s.K = 5, s.absent_every = 4, s.labels = true, s.alpha = 0.5f;
+      s.T = tail == TopkTail::tail ? 1.0f : 2.0f;
+      s.seed = static_cast<uint32_t>(400 + V);
+      out.push_back(s);
+      s.sdt = s.tdt = ScalarType::bf16, s.labels = false, s.alpha = 1.0f, s.seed += 1;
+      out.push_back(s);
     }
   }
   Spec s;

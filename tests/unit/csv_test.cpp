@@ -35,7 +35,7 @@ TEST_CASE("csv: bad input names the file, line and column") {
   CHECK_THROWS_WITH(parse_csv("1;2;3\n", "r.csv", std::nullopt), Catch::Contains("found 1 column"));
 }
 
-TEST_CASE("csv: gzip files read transparently; the shipped digits data") {
+TEST_CASE("csv: gzip files read transparently, the shipped digits data") {
   auto t = distill::read_csv(distill::test::source_path("data/digits.csv.gz"), std::nullopt);
   CHECK(t.features.sizes() == at::IntArrayRef({1797, 64}));
   CHECK(t.max_label == 9);

@@ -11,6 +11,11 @@
 #include <nlohmann/json.hpp>
 
 #include "../test_util.h"
+#include "../train_compare.h"
+#include "distill/cache/cache_format.h"
+#include "distill/cache/logprob_import.h"
+#include "distill/data/pack.h"
+#include "distill/text/tokenizer.h"
 #include "distill/io/paths.h"
 #include "distill/io/safetensors.h"
 
@@ -148,6 +153,86 @@ TEST_CASE("lm e2e: tokenizer, pack, teacher, Hugging Face folder, generate, dist
   auto t2 = run_distill("train --config " + write_config(dir, "sft.json", sft));
   INFO(t2.output);
   CHECK(t2.exit_code == 0);
+
+  // The teacher's answers with OpenAI-style logprobs, written here from a cache of the live teacher: token
+  // strings given by their bytes (or as token_id:N where bytes name no single id, as vLLM writes them),
+  // the sampled token's own log-probability a -9999 sentinel where it is outside the top-k. Imported, they
+  // train the student as the cache they came from: the rows they leave out (bos, prompt) count nowhere.
+  json kd = sft;
+  kd["run"]["out_dir"] = dir / "kd";
+  kd["teacher"] = {{"path", dir / "teacher/student"}};
+  kd["loss"] = {{"temperature", 1.0}, {"alpha", 0.5}, {"topk_tail", "tail"}};
+  write_config(dir, "kd.json", kd);
+  auto lc = run_distill("cache-teacher --config " + (dir / "kd.json") + " --topk 8 --out " + (dir / "live-cache"));
+  INFO(lc.output);
+  REQUIRE(lc.exit_code == 0);
+  {
+    const auto tok = distill::Tokenizer::load(dir / "tok.model");
+    std::vector<std::string> bytes, pieces;
+    for (int32_t id = 0; id < tok->vocab_size(); ++id) {
+      bytes.push_back(tok->token_bytes(id));
+      pieces.push_back(tok->id_to_token(id));
+    }
+    const distill::cache::TokenVocabulary vocab(bytes, pieces);
+    auto token = [&](int32_t id, double lp) {
+      json e = {{"logprob", lp}};
+      if (vocab.id_of_bytes(bytes[static_cast<size_t>(id)]) == id) {
+        e["token"] = pieces[static_cast<size_t>(id)];  // the text (an API's may be a partial character); the bytes decide
+        e["bytes"] = json::array();
+        for (unsigned char ch : bytes[static_cast<size_t>(id)]) e["bytes"].push_back(static_cast<int>(ch));
+      } else {
+        e["token"] = "token_id:" + std::to_string(id);
+        e["bytes"] = nullptr;
+      }
+      return e;
+    };
+    const distill::cache::Manifest mf = distill::cache::read_manifest(dir / "live-cache");
+    const std::string frames = distill::test::read_text(dir / "live-cache/chunks.bin");
+    std::vector<distill::cache::Chunk> chunks;
+    for (const auto& e : distill::cache::read_index(dir / "live-cache"))
+      chunks.push_back(distill::cache::decode_chunk(frames.data() + e.offset, e.bytes, mf.vocab, "chunk"));
+    const distill::JsonlRecords recs = distill::read_jsonl(dir / "gen1.jsonl");
+    const auto enc = distill::encode_records(*tok, recs, 0, recs.size(), 1);
+    std::string lines;
+    for (size_t r = 0; r < enc.size(); ++r) {
+      json content = json::array();
+      const int64_t ex = static_cast<int64_t>(r);
+      const auto& ids = enc[r].ids;
+      for (int64_t t = enc[r].prompt_tokens - 1; ex < mf.examples && t < std::min<int64_t>(32, static_cast<int64_t>(ids.size()) - 1); ++t) {
+        const distill::cache::Chunk& ch = chunks[static_cast<size_t>(ex / mf.chunk_examples)];
+        const int64_t row = (ex - ch.first_example) * mf.positions + t;
+        const int32_t target = static_cast<int32_t>(ids[static_cast<size_t>(t + 1)]);
+        json top = json::array();
+        double own = -9999.0;
+        for (int64_t j = 0; j < mf.k; ++j) {
+          const int32_t id = ch.ids[static_cast<size_t>(row * mf.k + j)];
+          const double lp = ch.logprobs[static_cast<size_t>(row * mf.k + j)];
+          top.push_back(token(id, lp));
+          if (id == target) own = lp;
+        }
+        json c = token(target, own);
+        c["top_logprobs"] = top;
+        content.push_back(c);
+      }
+      json message = {{"role", "assistant"}, {"content", recs.completion[r]}};
+      lines += json{{"object", "chat.completion"},
+                    {"choices", json::array({{{"index", 0}, {"message", message}, {"logprobs", {{"content", content}}}}})}}
+                   .dump() + "\n";
+    }
+    distill::test::write_text(dir / "openai.jsonl", lines);
+  }
+  auto imp = run_distill("cache-teacher --config " + (dir / "kd.json") + " --from " + (dir / "openai.jsonl") + " --out " + (dir / "imported"));
+  INFO(imp.output);
+  REQUIRE(imp.exit_code == 0);
+  CHECK(distill::cache::read_manifest(dir / "imported").k == 8);
+  auto ka = run_distill("train --config " + (dir / "kd.json") + " --out " + (dir / "kd-a") + " --set train.max_steps=3 --set teacher.cache=" + (dir / "live-cache"));
+  INFO(ka.output);
+  REQUIRE(ka.exit_code == 0);
+  auto kb = run_distill("train --config " + (dir / "kd.json") + " --out " + (dir / "kd-b") + " --set train.max_steps=3 --set teacher.cache=" + (dir / "imported"));
+  INFO(kb.output);
+  REQUIRE(kb.exit_code == 0);
+  distill::test::check_same_training(dir / "kd-a", dir / "kd-b", "student/model.safetensors", 2e-5);
+
 
   // A student distilled from the teacher's folder; the folder's tokenizer is the data's, so it is accepted.
   json student = {{"run", {{"out_dir", dir / "student"}, {"seed", 2}, {"threads", 2}}},

@@ -145,7 +145,7 @@ TEST_CASE("kd loss: fused equals composite over shapes, dtypes, kinds, betas and
   }
 }
 
-TEST_CASE("kd loss: backward scales by grad_output; accumulation weights micro-batches by rows") {
+TEST_CASE("kd loss: backward scales by grad_output, accumulation weights micro-batches by rows") {
   torch::manual_seed(3);
   at::Tensor s = torch::randn({9, 12}), t = torch::randn({9, 12});
   at::Tensor y = torch::randint(0, 12, {9});

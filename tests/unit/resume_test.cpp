@@ -105,7 +105,7 @@ TEST_CASE("resume: kill -9 at random moments, resume each time, same result") {
   CHECK(student_bytes(out) == student_bytes(dir / "full"));
 }
 
-TEST_CASE("preemption: SIGTERM checkpoints and exits 75; a second SIGINT exits at once") {
+TEST_CASE("preemption: SIGTERM checkpoints and exits 75, a second SIGINT exits at once") {
   ScratchDir dir("preempt");
   json c = run_config(dir / "full");
   c["train"]["epochs"] = 400;

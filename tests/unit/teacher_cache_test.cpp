@@ -6,6 +6,7 @@
 #include <catch2/catch.hpp>
 
 #include <cmath>
+#include <limits>
 #include <fstream>
 #include <map>
 #include <sstream>
@@ -13,11 +14,17 @@
 #include <nlohmann/json.hpp>
 
 #include "../test_util.h"
+#include "../train_compare.h"
 #include "distill/cache/cache_format.h"
+#include "distill/cache/logprob_import.h"
+#include "distill/data/token_shards.h"
 #include "distill/error.h"
 #include "distill/io/paths.h"
 #include "distill/io/safetensors.h"
+#include "distill/loss/kd_loss.h"
+#include "distill/text/tokenizer.h"
 
+using distill::test::check_same_training;
 using distill::test::run_distill;
 using nlohmann::json;
 namespace cache = distill::cache;
@@ -54,42 +61,6 @@ std::string slurp(const std::string& path) {
 
 void spit(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary | std::ios::trunc) << bytes;
-}
-
-std::vector<json> train_events(const std::string& run) {
-  std::vector<json> out;
-  std::istringstream in(distill::test::read_text(run + "/metrics.jsonl"));
-  for (std::string line; std::getline(in, line);) {
-    json e = json::parse(line);
-    if (e["event"] == "train") out.push_back(e);
-  }
-  return out;
-}
-
-// The two runs took the same steps: losses per step equal to `rel` (relative), final weights to 1e-4
-// (absolute: AdamW divides each gradient by its own scale, so where the KD gradient q - p is a difference of
-// near-equal probabilities, float32 rounding of p moves an update by up to ~1% of lr).
-void check_same_training(const std::string& a, const std::string& b, const std::string& weights, double rel) {
-  const auto ea = train_events(a), eb = train_events(b);
-  REQUIRE(ea.size() == eb.size());
-  REQUIRE(!ea.empty());
-  for (size_t i = 0; i < ea.size(); ++i) {
-    INFO("step " << ea[i]["step"]);
-    for (const char* key : {"loss", "kd", "ce"}) {
-      INFO(key);
-      const double x = ea[i][key].get<double>(), y = eb[i][key].get<double>();
-      CHECK(std::abs(x - y) <= rel * std::max(1.0, std::abs(x)));
-    }
-  }
-  const auto wa = distill::load_safetensors(a + "/" + weights), wb = distill::load_safetensors(b + "/" + weights);
-  REQUIRE(wa.tensors.size() == wb.tensors.size());
-  for (size_t i = 0; i < wa.tensors.size(); ++i) {
-    INFO(wa.tensors[i].first);
-    const at::Tensor& x = wa.tensors[i].second;
-    const at::Tensor& y = wb.tensors[i].second;
-    INFO("max |a - b| " << (x - y).abs().max().item<double>() << ", max |a| " << x.abs().max().item<double>());
-    CHECK((x - y).abs().max().item<double>() <= 1e-4);
-  }
 }
 
 }  // namespace
@@ -216,7 +187,7 @@ TEST_CASE("teacher cache: a language model trains from a cache of k = V as from 
   CHECK_THAT(again.output, Catch::Contains("already complete"));
 }
 
-TEST_CASE("teacher cache: k < V equals the live top-k teacher; a killed cache-teacher continues") {
+TEST_CASE("teacher cache: k < V equals the live top-k teacher, a killed cache-teacher continues") {
   distill::test::ScratchDir dir("cache-topk");
   const std::string fx = distill::test::source_path("tests/fixtures/lm_parity");
   const std::string config = fx + "/forward_kl.json";
@@ -338,4 +309,206 @@ TEST_CASE("teacher cache: a cache that does not belong to the run is one clear e
   auto r = run_distill("train --config " + config + " --out " + (dir / "run") + " --set teacher.cache=" + dir.path);
   CHECK(r.exit_code == 1);
   CHECK_THAT(r.output, Catch::Contains("manifest.json: missing"));
+}
+
+TEST_CASE("teacher cache: rows with fewer than k entries round trip in both encodings") {
+  cache::Chunk c = sample_chunk(0, 2, 4, 6, 1000, 11);
+  c.counts.assign(static_cast<size_t>(c.rows()), 6);
+  c.counts[1] = 2;  // two entries, the rest absent
+  c.counts[5] = 0;  // no entries at all: everything in the tail
+  for (int64_t r : {1, 5})
+    for (int64_t j = c.counts[static_cast<size_t>(r)]; j < c.k; ++j) {
+      c.ids[static_cast<size_t>(r * c.k + j)] = -1;
+      c.logprobs[static_cast<size_t>(r * c.k + j)] = -std::numeric_limits<float>::infinity();
+    }
+  c.tail_mass[5] = 1.0f;
+  for (auto enc : {cache::ValueEncoding::float32, cache::ValueEncoding::log16}) {
+    const std::string frame = cache::encode_chunk(c, enc, 1000);
+    const cache::Chunk d = cache::decode_chunk(frame.data(), frame.size(), 1000, "t");
+    CHECK(d.counts == c.counts);
+    for (int64_t r = 0; r < c.rows(); ++r)
+      for (int64_t j = 0; j < c.k; ++j) {
+        const size_t i = static_cast<size_t>(r * c.k + j);
+        if (j >= c.counts[static_cast<size_t>(r)]) {
+          CHECK(d.ids[i] == -1);
+          CHECK(d.logprobs[i] == -std::numeric_limits<float>::infinity());
+        } else if (enc == cache::ValueEncoding::float32) {
+          CHECK(d.ids[i] == c.ids[i]);
+          CHECK(d.logprobs[i] == c.logprobs[i]);
+        }
+      }
+    CHECK(d.tail_mass[5] == 1.0f);
+  }
+  // A full chunk keeps the first format: no counts.
+  const cache::Chunk full = sample_chunk(0, 2, 4, 6, 1000, 12);
+  const std::string frame = cache::encode_chunk(full, cache::ValueEncoding::float32, 1000);
+  CHECK(cache::decode_chunk(frame.data(), frame.size(), 1000, "t").counts.empty());
+}
+
+// vLLM's prompt_logprobs for the lm_parity windows, written from a cache of the live teacher: importing
+// them gives a cache that trains as the original does. -9999 sentinels and plain-number entries are mixed in.
+TEST_CASE("teacher cache: --from vLLM prompt_logprobs trains as the cache of the same k, bad files are refused") {
+  distill::test::ScratchDir dir("cache-vllm");
+  const std::string fx = distill::test::source_path("tests/fixtures/lm_parity");
+  const std::string config = fx + "/forward_kl.json";
+  const std::string common = " --set train.max_steps=5 --set data.shuffle=true --set loss.topk_tail=tail";
+  auto c = run_distill("cache-teacher --config " + config + " --topk 12 --out " + (dir / "live-cache") + " --chunk-examples 8");
+  INFO(c.output);
+  REQUIRE(c.exit_code == 0);
+  const cache::Manifest mf = cache::read_manifest(dir / "live-cache");
+  const distill::TokenShard shard = distill::open_token_shard(fx + "/tokens.bin");
+  const std::string frames = slurp(dir / "live-cache/chunks.bin");
+  std::string lines;
+  std::vector<std::string> records;
+  for (const auto& e : cache::read_index(dir / "live-cache")) {
+    const cache::Chunk ch = cache::decode_chunk(frames.data() + e.offset, e.bytes, mf.vocab, "chunk");
+    for (int64_t x = 0; x < ch.examples; ++x) {
+      const int64_t ex = ch.first_example + x;
+      json ids = json::array(), lps = json::array({nullptr});
+      for (int64_t t = 0; t <= mf.positions; ++t) ids.push_back(shard.view.token(ex * mf.positions + t));
+      for (int64_t t = 0; t < mf.positions; ++t) {
+        json d = json::object();
+        for (int64_t j = 0; j < mf.k; ++j) {
+          const size_t i = static_cast<size_t>((x * mf.positions + t) * mf.k + j);
+          const std::string id = std::to_string(ch.ids[i]);
+          if (ex % 2) d[id] = ch.logprobs[i];
+          else d[id] = {{"logprob", ch.logprobs[i]}, {"rank", j + 1}, {"decoded_token", "?"}};
+        }
+        if (t % 5 == 0) {  // an id outside the top-k at the sentinel: dropped
+          for (int32_t v = 0; v < mf.vocab; ++v)
+            if (!d.contains(std::to_string(v))) {
+              d[std::to_string(v)] = -9999.0;
+              break;
+            }
+        }
+        lps.push_back(d);
+      }
+      records.push_back(json{{"prompt_token_ids", ids}, {"prompt_logprobs", lps}}.dump());
+    }
+  }
+  REQUIRE(static_cast<int64_t>(records.size()) == mf.examples);
+  for (const auto& r : records) lines += r + "\n";
+  distill::test::write_text(dir / "vllm.jsonl", lines + "\n" + records[0] + "\n");  // a blank line; a record past the training data
+
+  // The live cache holds log-probabilities at the config's temperature: the import says so.
+  auto imp = run_distill("cache-teacher --config " + config + " --from " + (dir / "vllm.jsonl") + " --temperature " +
+                         std::to_string(mf.temperature) + " --out " + (dir / "imported"));
+  INFO(imp.output);
+  REQUIRE(imp.exit_code == 0);
+  CHECK(cache::read_manifest(dir / "imported").k == 12);
+  auto a = run_distill("train --config " + config + " --out " + (dir / "a") + common + " --set teacher.cache=" + (dir / "live-cache"));
+  INFO(a.output);
+  REQUIRE(a.exit_code == 0);
+  auto b = run_distill("train --config " + config + " --out " + (dir / "b") + common + " --set teacher.cache=" + (dir / "imported"));
+  INFO(b.output);
+  REQUIRE(b.exit_code == 0);
+  check_same_training(dir / "a", dir / "b", "student/model.safetensors", 2e-5);
+
+  // Bad files: one error line naming the file and line, and no cache written.
+  auto refused = [&](const std::string& name, const std::string& text, const std::string& message) {
+    INFO(name);
+    distill::test::write_text(dir / name, text);
+    auto r = run_distill("cache-teacher --config " + config + " --from " + (dir / name) + " --out " + (dir / ("out-" + name)));
+    INFO(r.output);
+    CHECK(r.exit_code == 1);
+    CHECK(distill::test::count_lines_starting(r.output, "error: ") == 1);
+    CHECK_THAT(r.output, Catch::Contains(message));
+    CHECK_FALSE(distill::paths::exists(dir / ("out-" + name) + "/manifest.json"));
+  };
+  json changed = json::parse(records[3]);
+  changed["prompt_token_ids"][4] = (changed["prompt_token_ids"][4].get<int>() + 1) % 128;
+  std::string text;
+  for (size_t i = 0; i < records.size(); ++i) text += (i == 3 ? changed.dump() : records[i]) + "\n";
+  refused("changed.jsonl", text, "changed.jsonl:4: prompt_token_ids[4] is token");
+  refused("short.jsonl", records[0] + "\n" + records[1] + "\n", "ends after 2 records");
+  refused("notjson.jsonl", records[0] + "\n{\"prompt_logprobs\": [\n", "notjson.jsonl:2: not a JSON object");
+  json positive = json::parse(records[0]);
+  positive["prompt_logprobs"][2] = {{"7", 0.5}};
+  refused("positive.jsonl", positive.dump() + "\n", "positive.jsonl:1: prompt_logprobs[2][\"7\"]: log-probability 0.5");
+  json sum = json::parse(records[0]);
+  sum["prompt_logprobs"][3] = {{"7", -0.1}, {"8", -0.2}};
+  refused("sum.jsonl", sum.dump() + "\n", "prompt_logprobs[3]: the probabilities sum to 1.7");
+  refused("neither.jsonl", "{\"text\": \"hi\"}\n", "neither.jsonl:1: holds neither 'prompt_logprobs'");
+}
+
+TEST_CASE("teacher cache: OpenAI-style token strings map through a real tokenizer.json, bad records are refused") {
+  const auto tok = distill::Tokenizer::load(distill::test::source_path("tests/fixtures/tokenizers/gpt2/tokenizer.json"));
+  std::vector<std::string> bytes, pieces;
+  for (int32_t id = 0; id < tok->vocab_size(); ++id) {
+    bytes.push_back(tok->token_bytes(id));
+    pieces.push_back(tok->id_to_token(id));
+  }
+  const cache::TokenVocabulary vocab(bytes, pieces);
+  // GPT-2's own ids: " the" 262, " a" 257, "Hello" 15496, "<|endoftext|>" 50256.
+  REQUIRE(tok->encode(" the") == std::vector<int32_t>{262});
+  auto entry = [](const std::string& token, const json& b, double lp) { return json{{"token", token}, {"bytes", b}, {"logprob", lp}}; };
+  json content = json::array();
+  content.push_back(entry(" the", json::array({32, 116, 104, 101}), -0.5));
+  content.back()["top_logprobs"] = json::array({entry(" the", json::array({32, 116, 104, 101}), -0.5),
+                                                entry(" a", nullptr, -1.25),  // no bytes: the string's UTF-8
+                                                entry("token_id:50256", nullptr, -9999.0)});
+  content.push_back(entry("Hello", json::array({72, 101, 108, 108, 111}), -2.0));  // not in its top_logprobs
+  content.back()["top_logprobs"] = json::array({entry(" a", nullptr, -0.5)});
+  content.push_back(entry("token_id:50256", nullptr, -9999.0));  // a position with nothing usable
+  const json response = {{"id", "x"}, {"choices", json::array({{{"index", 0}, {"logprobs", {{"content", content}}}}})}};
+  for (const json& line : {response, json{{"custom_id", "r1"}, {"response", {{"status_code", 200}, {"body", response}}}}}) {
+    const cache::ImportedRecord r = cache::parse_logprob_record(line.dump(), vocab, "f.jsonl:1");
+    CHECK(r.format == cache::LogprobFormat::openai_chat);
+    REQUIRE(r.positions.size() == 3);
+    CHECK(r.positions[0].token == 262);
+    CHECK(r.positions[0].entries == std::vector<std::pair<int32_t, float>>{{262, -0.5f}, {257, -1.25f}});
+    CHECK(r.positions[1].token == 15496);
+    CHECK(r.positions[1].entries == std::vector<std::pair<int32_t, float>>{{257, -0.5f}, {15496, -2.0f}});
+    CHECK(r.positions[2].token == 50256);
+    CHECK(r.positions[2].present);
+    CHECK(r.positions[2].entries.empty());
+  }
+  const json no_logprobs = {{"choices", json::array({{{"message", {{"content", "hi"}}}, {"logprobs", nullptr}}})}};
+  CHECK(cache::parse_logprob_record(no_logprobs.dump(), vocab, "f").positions.empty());
+
+  auto refused = [&](json c, const std::string& message) {
+    const json r = {{"choices", json::array({{{"logprobs", {{"content", c}}}}})}};
+    CHECK_THROWS_WITH(cache::parse_logprob_record(r.dump(), vocab, "f.jsonl:7"), Catch::Contains("f.jsonl:7: ") && Catch::Contains(message));
+  };
+  refused(json::array({entry("zqxjzqxjzqxj", nullptr, -0.1)}),
+          "choices[0].logprobs.content[0]: token \"zqxjzqxjzqxj\" (bytes [122,113,120");
+  refused(json::array({entry(" the", nullptr, 0.3)}), "log-probability 0.300000 is above 0");
+  json dup = json::array({entry(" the", nullptr, -0.1)});
+  dup[0]["top_logprobs"] = json::array({entry(" the", nullptr, -0.1), entry(" the", json::array({32, 116, 104, 101}), -0.7)});
+  refused(dup, "token id 262 appears twice");
+  json bad_bytes = json::array({entry(" the", json::array({32, 300}), -0.1)});
+  refused(bad_bytes, "bytes: holds 300");
+  refused(json::array({entry("token_id:99999", nullptr, -0.1)}), "token id 99999 is outside the student's vocabulary of 50257");
+  json two = {{"choices", json::array({{{"logprobs", nullptr}}, {{"logprobs", nullptr}}})}};
+  CHECK_THROWS_WITH(cache::parse_logprob_record(two.dump(), vocab, "f"), Catch::Contains("holds 2 choices"));
+}
+
+// The loss with absent entries (index -1): the fused op against the ATen composite, both tail rules.
+TEST_CASE("teacher cache: sparse rows with absent entries, fused op against the composite") {
+  at::manual_seed(3);
+  const int64_t N = 6, V = 50, K = 5;
+  const at::Tensor student = at::randn({N, V}) * 2;
+  const at::Tensor teacher = at::randn({N, V}) * 3;
+  const at::Tensor labels = at::tensor({3, 7, -100, 11, 0, 49}, at::kLong);
+  for (const char* rule : {"ignore", "tail"}) {
+    INFO(rule);
+    distill::KdLossOptions o;
+    o.temperature = 1.0;
+    o.alpha = 0.6;
+    o.topk_tail = std::string(rule) == "tail" ? distill::kernels::TopkTail::tail : distill::kernels::TopkTail::ignore;
+    distill::SparseTeacher t = distill::sparse_teacher_topk(teacher, K, V, o);
+    t.index = t.index.clone();
+    t.index[1].slice(0, 2, K).fill_(-1);  // 2 of 5 present
+    t.index[3].fill_(-1);                 // none present: CE only
+    t.index[4][0] = -1;                   // the most probable missing
+    const auto fused = distill::kd_loss_sparse(student, t, labels, o, 5.0);
+    const auto composite = distill::kd_loss_sparse_composite(student, t, labels, o, 5.0);
+    CHECK(fused.loss.item<double>() == Approx(composite.loss.item<double>()).epsilon(1e-5));
+    CHECK(fused.kd.item<double>() == Approx(composite.kd.item<double>()).epsilon(1e-5));
+    CHECK(std::isfinite(fused.loss.item<double>()));
+    const at::Tensor s1 = student.clone().requires_grad_(true), s2 = student.clone().requires_grad_(true);
+    distill::kd_loss_sparse(s1, t, labels, o, 5.0).loss.backward();
+    distill::kd_loss_sparse_composite(s2, t, labels, o, 5.0).loss.backward();
+    CHECK((s1.grad() - s2.grad()).abs().max().item<double>() < 1e-6);
+  }
 }

@@ -301,7 +301,7 @@ TEST_CASE("jsonl records: both kinds, and errors that name the file, the line an
   CHECK_THAT(err("{\"text\": \"\xff\"}"), Catch::StartsWith("d.jsonl:1: invalid JSON"));
 }
 
-TEST_CASE("data pack: a .txt is one document; ids equal GPT-2's reference ids; the manifest comes last") {
+TEST_CASE("data pack: a .txt is one document, ids equal GPT-2's reference ids, the manifest comes last") {
   TempDir dir;
   const std::string text = golden_text(23);  // a slice of Tiny Shakespeare
   std::vector<uint32_t> expected = golden_ids("tokenizer_json", "gpt2", 23);
@@ -351,7 +351,7 @@ TEST_CASE("data pack: a .txt is one document; ids equal GPT-2's reference ids; t
              Catch::Contains("has token shards but no manifest.json") && Catch::Contains("interrupted"));
 }
 
-TEST_CASE("data pack: prompt/completion records keep a mask; ids equal sentencepiece's reference ids") {
+TEST_CASE("data pack: prompt/completion records keep a mask, ids equal sentencepiece's reference ids") {
   TempDir dir;
   const std::vector<std::pair<size_t, size_t>> pairs = {{0, 1}, {20, 9}, {12, 22}, {7, 10}};
   std::string jsonl;

@@ -29,6 +29,11 @@
 //              2 or 4 bytes each (a set of k ids is cheaper to store than the same ids in probability order)
 //     u16      k per row, beside the ids: round(-logprob * 256), clamped to 65535
 //   Decoded, every row is most probable first (ties: the smaller id first), whatever its encoding.
+// A chunk whose rows do not all hold k entries (imported API logprobs: fewer returned than asked, positions
+// without any) has the magic "DTC2" and, after the input hashes, the count of each row (id bytes wide); the
+// id and value columns then hold only the entries present, row after row. Decoded, such a row's absent
+// entries come last, as id -1 with log-probability -inf, and its tail mass is the probability outside the
+// entries present (1 for a row without entries).
 #pragma once
 
 #include <cstdint>
@@ -57,6 +62,9 @@ struct Chunk {
   std::vector<float> tail_mass;      // [examples * positions]
   std::vector<int32_t> ids;          // [rows * k]
   std::vector<float> logprobs;       // [rows * k]
+  // Entries present per row (the first counts[r] of its k; the rest are id -1, log-probability -inf); empty
+  // when every row holds k.
+  std::vector<uint32_t> counts;
   int64_t rows() const { return examples * positions; }
 };
 

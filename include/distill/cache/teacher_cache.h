@@ -13,6 +13,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -30,11 +31,23 @@ struct CacheTeacherOptions {
   bool overwrite = false;
   int64_t batch_size = 0;           // teacher forward batch; 0: train.eval_batch_size's rule
   int64_t chunk_examples = 0;       // examples per compressed chunk; 0: about 1 MiB of raw entries
+  // --from: build the cache from log-probabilities a server or API returned (cache/logprob_import.h) instead
+  // of running the teacher; record i of the file is training example i (records past the training examples,
+  // the validation split, are not read). topk 0 then keeps every entry (the most any position holds).
+  std::string from;
+  double from_temperature = 1.0;    // the temperature the server sampled the log-probabilities at
 };
 
 // Runs (or continues) the cache of `config`'s teacher; returns the manifest's totals and where it went.
 // Progress lines go to stderr. Throws distill::Error.
 nlohmann::json cache_teacher(const Config& config, const CacheTeacherOptions& options);
+
+// The cache built from `options.from` (called by cache_teacher when it is set). Refuses the whole import on the
+// first record that does not parse, map or match its training example (no complete cache is written).
+nlohmann::json import_teacher_logprobs(const Config& config, const CacheTeacherOptions& options);
+
+// Per example of `inputs` ([B, ...]): the hash a cache stores of what the teacher saw.
+std::vector<uint32_t> cache_input_hashes(const at::Tensor& inputs);
 
 // `distill bench cache`: every chunk of a complete cache decoded and turned into the loss's inputs, in a
 // random order, on one thread; the median of `repeats` passes as positions per second, with the bytes per

@@ -27,8 +27,11 @@
 //                        cancels when the top-k holds nearly all of Q), and m_t < kd_loss_tail_mass_floor is
 //                        taken as 0 (it is then below the rounding of an fp32 teacher_lse; without the floor,
 //                        K = V would give m_t ~ 1e-7 against m_s = 0, an infinite loss).
-//   Indices must be distinct within a row and in [0, V); a row with an index outside [0, V) gets kd = NaN
-//   and no KD gradient (never an out-of-bounds read). Sparse teachers support only forward_kl.
+//   Indices must be distinct within a row and in [0, V), or -1: an absent entry (a row with fewer than K
+//   entries, as API logprobs give), which is in no sum and gets no gradient of its own; P_k, m_t and m_s
+//   are then over the entries present, so a row of K absent entries has no KD term (kd = 0, no KD gradient)
+//   and still its CE term. A row with another index outside [0, V) gets kd = NaN and no KD gradient (never
+//   an out-of-bounds read). Sparse teachers support only forward_kl.
 //
 // Conventions: 0 * log 0 = 0. A vocabulary entry whose teacher and student logits are both -inf contributes
 // nothing. Gradients are finite whenever the loss is. Logits are finite or -inf (+inf and NaN propagate).
