@@ -40,8 +40,6 @@ namespace {
 
 using nlohmann::json;
 
-constexpr int64_t kChunkRawBytes = int64_t{1} << 20;
-
 // The file's records in order, blank lines skipped; `where()` names the last one read.
 class RecordReader {
  public:
@@ -188,11 +186,7 @@ json import_teacher_logprobs(const Config& config_in, const CacheTeacherOptions&
   const int64_t k = o.topk > 0 ? o.topk : std::max<int64_t>(1, most);
   if (k > vocab) throw Error("--topk: " + std::to_string(k) + " is more than the student's vocabulary of " + std::to_string(vocab));
 
-  const int64_t id_bytes = vocab <= 65536 ? 2 : 4, value_bytes = encoding == cache::ValueEncoding::float32 ? 4 : 2;
-  const int64_t example_bytes = P * (4 + k * (id_bytes + value_bytes)) + 4;
-  int64_t chunk_examples = std::clamp<int64_t>(o.chunk_examples > 0 ? o.chunk_examples : kChunkRawBytes / example_bytes, 1, examples);
-  while (chunk_examples > 1 && cache::chunk_raw_bytes(chunk_examples, P, k, vocab, encoding) > cache::kMaxChunkRawBytes)
-    chunk_examples /= 2;
+  const int64_t chunk_examples = cache_chunk_examples(o.chunk_examples, examples, P, k, vocab, encoding);
   json manifest = {
       {"k", k},
       {"vocab", vocab},
@@ -209,13 +203,7 @@ json import_teacher_logprobs(const Config& config_in, const CacheTeacherOptions&
   };
   cache::Writer writer(out, manifest, o.overwrite);
   const int64_t chunks = writer.manifest().chunks();
-  if (writer.done()) {
-    std::cerr << "cache-teacher: " << out << " is complete already (" << chunks << " chunks); nothing to do\n";
-    json r = writer.manifest().raw.value("totals", json::object());
-    r["out"] = out;
-    r["already_complete"] = true;
-    return r;
-  }
+  if (auto done = report_if_complete(writer, out)) return *done;
   std::cerr << "cache-teacher: " << o.from << ": " << rows_with << " of " << examples * P << " positions with log-probabilities, "
             << "up to " << most << " entries each; keeping " << k << " (" << cache::value_encoding_name(encoding) << ") in "
             << chunks << " chunks of " << chunk_examples << " examples into " << out << "\n";

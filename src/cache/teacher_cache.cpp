@@ -74,6 +74,28 @@ std::vector<uint32_t> cache_input_hashes(const at::Tensor& inputs) {
   return out;
 }
 
+int64_t cache_chunk_examples(int64_t requested, int64_t examples, int64_t positions, int64_t k, int64_t vocab,
+                             cache::ValueEncoding encoding) {
+  const int64_t id_bytes = vocab <= 65536 ? 2 : 4, value_bytes = encoding == cache::ValueEncoding::float32 ? 4 : 2;
+  const int64_t example_bytes = positions * (4 + k * (id_bytes + value_bytes)) + 4;
+  if (cache::chunk_raw_bytes(1, positions, k, vocab, encoding) > cache::kMaxChunkRawBytes)
+    throw Error("--topk: " + std::to_string(k) + " entries for each of " + std::to_string(positions) +
+                " positions make one example larger than a chunk may be (" +
+                std::to_string(cache::kMaxChunkRawBytes >> 20) + " MiB); lower --topk");
+  int64_t n = std::clamp<int64_t>(requested > 0 ? requested : kChunkRawBytes / example_bytes, 1, examples);
+  while (n > 1 && cache::chunk_raw_bytes(n, positions, k, vocab, encoding) > cache::kMaxChunkRawBytes) n /= 2;
+  return n;
+}
+
+std::optional<json> report_if_complete(const cache::Writer& writer, const std::string& out) {
+  if (!writer.done()) return std::nullopt;
+  std::cerr << "cache-teacher: " << out << " is complete already (" << writer.manifest().chunks() << " chunks); nothing to do\n";
+  json r = writer.manifest().raw.value("totals", json::object());
+  r["out"] = out;
+  r["already_complete"] = true;
+  return r;
+}
+
 json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
   if (!o.from.empty()) return import_teacher_logprobs(config_in, o);
   if (!config_in.teacher || (!config_in.teacher->path && !config_in.teacher->arch && !config_in.teacher->weights))
@@ -93,16 +115,7 @@ json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
   if (k < 1 || k > vocab)
     throw Error("--topk: " + std::to_string(k) + " is not in [1, " + std::to_string(vocab) + "] (the student's " +
                 (io.tokens() ? "vocabulary" : "classes") + ")");
-  const int64_t id_bytes = vocab <= 65536 ? 2 : 4;
-  const int64_t value_bytes = encoding == cache::ValueEncoding::float32 ? 4 : 2;
-  const int64_t example_bytes = positions * (4 + k * (id_bytes + value_bytes)) + 4;
-  if (cache::chunk_raw_bytes(1, positions, k, vocab, encoding) > cache::kMaxChunkRawBytes)
-    throw Error("--topk: " + std::to_string(k) + " entries for each of " + std::to_string(positions) +
-                " positions make one example larger than a chunk may be (" +
-                std::to_string(cache::kMaxChunkRawBytes >> 20) + " MiB); lower --topk");
-  int64_t chunk_examples = std::clamp<int64_t>(o.chunk_examples > 0 ? o.chunk_examples : kChunkRawBytes / example_bytes, 1, examples);
-  while (chunk_examples > 1 && cache::chunk_raw_bytes(chunk_examples, positions, k, vocab, encoding) > cache::kMaxChunkRawBytes)
-    chunk_examples /= 2;
+  const int64_t chunk_examples = cache_chunk_examples(o.chunk_examples, examples, positions, k, vocab, encoding);
   const double temperature = config.loss.temperature;
   json manifest = {
       {"k", k},
@@ -120,13 +133,7 @@ json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
   };
   cache::Writer writer(out, manifest, o.overwrite);
   const int64_t chunks = writer.manifest().chunks();
-  if (writer.done()) {
-    std::cerr << "cache-teacher: " << out << " is complete already (" << chunks << " chunks); nothing to do\n";
-    json r = writer.manifest().raw.value("totals", json::object());
-    r["out"] = out;
-    r["already_complete"] = true;
-    return r;
-  }
+  if (auto done = report_if_complete(writer, out)) return *done;
   if (writer.next_chunk() > 0)
     std::cerr << "cache-teacher: continuing " << out << " at chunk " << writer.next_chunk() << " of " << chunks << "\n";
   std::cerr << "cache-teacher: " << ws.teacher->describe() << " over " << ws.data.train->describe() << ", top-" << k

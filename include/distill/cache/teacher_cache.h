@@ -46,6 +46,14 @@ nlohmann::json cache_teacher(const Config& config, const CacheTeacherOptions& op
 // first record that does not parse, map or match its training example (no complete cache is written).
 nlohmann::json import_teacher_logprobs(const Config& config, const CacheTeacherOptions& options);
 
+// Shared by cache_teacher and import_teacher_logprobs. Examples per chunk: `requested`, or about 1 MiB of raw
+// entries when 0; halved until a chunk fits the format's limit (an example that cannot fit is an error).
+int64_t cache_chunk_examples(int64_t requested, int64_t examples, int64_t positions, int64_t k, int64_t vocab,
+                             cache::ValueEncoding encoding);
+// When `writer`'s cache is complete already: says so on stderr and returns its totals (with "out" and
+// "already_complete"); otherwise nothing.
+std::optional<nlohmann::json> report_if_complete(const cache::Writer& writer, const std::string& out);
+
 // Per example of `inputs` ([B, ...]): the hash a cache stores of what the teacher saw.
 std::vector<uint32_t> cache_input_hashes(const at::Tensor& inputs);
 
