@@ -174,6 +174,8 @@ int run_cli(int argc, char** argv) {
   generate_cmd->add_option("--samples-per-prompt", gen.samples_per_prompt, "with --prompts: completions per prompt")->capture_default_str();
   generate_cmd->add_option("--batch-size", gen.batch_size, "with --prompts: prompts of one token length decoded together")->capture_default_str();
   generate_cmd->add_flag("--overwrite", gen.overwrite, "with --prompts: replace --out instead of continuing it");
+  generate_cmd->add_option("--topk,--logprobs", gen.topk, "with --prompts: also write the top K log-probabilities of each generated token "
+                           "to OUT.jsonl.logprobs.jsonl, in the same pass (distill cache-teacher --from reads it); 0 = none")->capture_default_str();
   generate_cmd->add_option("--tokenizer", gen.tokenizer, "tokenizer.json, a SentencePiece .model or a folder (default: the model folder's)");
   generate_cmd->add_option("--max-new-tokens", gen.generate.max_new_tokens, "tokens to generate at most")->capture_default_str();
   generate_cmd->add_option("--temperature", gen.generate.temperature, "0 = greedy; > 0 samples from softmax(logits / T)")->capture_default_str();

@@ -4,12 +4,14 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <fstream>
 #include <iostream>
 #include <map>
+#include <optional>
 #include <sstream>
 
 #include <nlohmann/json.hpp>
@@ -108,29 +110,68 @@ std::vector<std::string> read_prompts(const std::string& path, const std::string
   return prompts;
 }
 
-// The records already in `out` (a resumed run): complete lines that are the expected records in order; a
-// partial last line (a killed run) is cut off. Returns how many to keep.
-int64_t complete_records(const std::string& out, int64_t samples) {
-  if (!paths::exists(out)) return 0;
-  const std::string text = read_all(out, "--out");
-  int64_t n = 0;
-  size_t keep = 0, at = 0;
+// The records already in `path` (a resumed run; OUT.jsonl or its logprobs file): complete lines that are the
+// expected records in order. Returns how many there are and the bytes they take; a partial last line (a
+// killed run) is not counted.
+struct CompleteLines {
+  int64_t records = 0;
+  std::vector<size_t> ends;  // ends[i]: the byte just past line i's newline
+};
+CompleteLines complete_records(const std::string& path, int64_t samples) {
+  CompleteLines out;
+  if (!paths::exists(path)) return out;
+  const std::string text = read_all(path, "--out");
+  size_t at = 0;
   while (at < text.size()) {
     const size_t end = text.find('\n', at);
     if (end == std::string::npos) break;  // no newline: the write was cut
+    const int64_t n = out.records;
     const nlohmann::json j = nlohmann::json::parse(text.substr(at, end - at), nullptr, false);
     if (j.is_discarded() || !j.is_object() || j.value("index", int64_t{-1}) != n / samples ||
         j.value("sample", int64_t{-1}) != n % samples)
-      throw Error("--out: " + out + ": line " + std::to_string(n + 1) + " is not the record this run would write there; "
+      throw Error("--out: " + path + ": line " + std::to_string(n + 1) + " is not the record this run would write there; "
                   "give another --out, or --overwrite");
-    ++n;
-    keep = at = end + 1;
+    ++out.records;
+    at = end + 1;
+    out.ends.push_back(at);
   }
-  if (keep != text.size()) {
-    if (::truncate(out.c_str(), static_cast<off_t>(keep)) != 0)
-      throw Error("--out: cannot cut the partial last line of " + out + " (" + std::strerror(errno) + ")");
+  return out;
+}
+
+// Cuts `path` after its first `keep` complete lines (what a resumed run keeps).
+void keep_lines(const std::string& path, const CompleteLines& lines, int64_t keep) {
+  if (!paths::exists(path)) return;
+  const size_t bytes = keep > 0 ? lines.ends[static_cast<size_t>(keep - 1)] : 0;
+  if (::truncate(path.c_str(), static_cast<off_t>(bytes)) != 0)
+    throw Error("--out: cannot cut " + path + " back to its complete records (" + std::strerror(errno) + ")");
+}
+
+// One record's line of the logprobs file: its training tokens as data.format "jsonl" makes them (bos, prompt,
+// the completion's ids, eos) and, at each generated position, the top-k of the distribution it was drawn
+// from; null where nothing was generated (the prompt, and an eos appended after a completion cut at
+// --max-new-tokens). vLLM's prompt_logprobs layout, which `cache-teacher --from` reads.
+nlohmann::json logprobs_record(int64_t index, int64_t sample, const std::vector<int64_t>& prompt,
+                               const std::vector<int64_t>& completion_ids, const std::vector<TopLogprobs>& steps,
+                               std::optional<int32_t> data_eos, bool eos_generated) {
+  nlohmann::json ids = nlohmann::json::array(), lps = nlohmann::json::array();
+  for (int64_t id : prompt) {
+    ids.push_back(id);
+    lps.push_back(nullptr);
   }
-  return n;
+  auto entry = [](const TopLogprobs& t) {
+    nlohmann::json e = nlohmann::json::object();
+    for (size_t i = 0; i < t.ids.size(); ++i) e[std::to_string(t.ids[i])] = static_cast<double>(t.logprobs[i]);
+    return e;
+  };
+  for (size_t i = 0; i < completion_ids.size(); ++i) {
+    ids.push_back(completion_ids[i]);
+    lps.push_back(entry(steps[i]));
+  }
+  if (data_eos) {
+    ids.push_back(*data_eos);
+    lps.push_back(eos_generated ? entry(steps.back()) : nlohmann::json(nullptr));
+  }
+  return {{"index", index}, {"sample", sample}, {"prompt_token_ids", ids}, {"prompt_logprobs", lps}};
 }
 
 void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tokenizer, const GenerateOptions& g,
@@ -140,8 +181,10 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
   if (o.batch_size < 1) throw Error("--batch-size: must be >= 1, got " + std::to_string(o.batch_size));
   const std::string prompts_text = read_all(o.prompts, "--prompts");
   const std::vector<std::string> prompts = read_prompts(o.prompts, prompts_text);
+  if (o.topk < 0) throw Error("--topk: must be >= 0 (0 = no log-probabilities), got " + std::to_string(o.topk));
   const std::string settings_path = o.out + ".settings.json";
-  const nlohmann::json settings = {
+  const std::string logprobs_path = o.out + ".logprobs.jsonl";
+  nlohmann::json settings = {
       {"model", paths::absolute(o.model)},
       {"prompts", paths::absolute(o.prompts)},
       {"prompts_sha256", sha256_hex(prompts_text)},
@@ -153,9 +196,11 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
       {"seed", g.seed},
       {"eos_id", g.eos_id ? nlohmann::json(*g.eos_id) : nlohmann::json(nullptr)},
   };
+  if (o.topk > 0) settings["logprobs_topk"] = o.topk;  // absent without --topk: earlier runs' settings still match
   if (o.overwrite) {
     paths::remove_file(o.out);
     paths::remove_file(settings_path);
+    paths::remove_file(logprobs_path);
   }
   if (paths::exists(o.out) || paths::exists(settings_path)) {
     if (!paths::exists(settings_path))
@@ -176,10 +221,24 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
     write_file_atomic(settings_path, settings.dump(2) + "\n");
   }
   const int64_t total = static_cast<int64_t>(prompts.size()) * o.samples_per_prompt;
-  int64_t next = complete_records(o.out, o.samples_per_prompt);
+  // The logprobs line of a window is written before its records, so a killed run may leave more of them; both
+  // files keep the records they both hold complete.
+  const CompleteLines done_records = complete_records(o.out, o.samples_per_prompt);
+  int64_t next = done_records.records;
+  if (o.topk > 0) {
+    const CompleteLines done_logprobs = complete_records(logprobs_path, o.samples_per_prompt);
+    next = std::min(next, done_logprobs.records);
+    keep_lines(logprobs_path, done_logprobs, next);
+  }
+  keep_lines(o.out, done_records, next);
   const int64_t resumed = next;
   std::ofstream file(o.out, std::ios::binary | std::ios::app);
   if (!file) throw Error("--out: cannot write " + o.out + " (" + std::strerror(errno) + ")");
+  std::ofstream logprobs_file;
+  if (o.topk > 0) {
+    logprobs_file.open(logprobs_path, std::ios::binary | std::ios::app);
+    if (!logprobs_file) throw Error("--out: cannot write " + logprobs_path + " (" + std::strerror(errno) + ")");
+  }
   const auto start = std::chrono::steady_clock::now();
   int64_t new_tokens = 0;
   // A window of records at a time: grouped by prompt length into batches, then written in order, so that a
@@ -194,6 +253,7 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
       by_length[ids[static_cast<size_t>(r - next)].size()].push_back(r);
     }
     std::vector<std::vector<int64_t>> outs(ids.size());
+    std::vector<std::vector<TopLogprobs>> steps(ids.size());
     for (const auto& [length, records] : by_length) {
       for (size_t b = 0; b < records.size(); b += static_cast<size_t>(o.batch_size)) {
         std::vector<std::vector<int64_t>> batch;
@@ -203,20 +263,38 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
           batch.push_back(ids[static_cast<size_t>(records[i] - next)]);
           seeds.push_back(record_seed(g.seed, records[i] / o.samples_per_prompt, records[i] % o.samples_per_prompt));
         }
-        std::vector<std::vector<int64_t>> got = generate_batch(*lm.model, batch, g, seeds, device);
+        std::vector<std::vector<TopLogprobs>> got_logprobs;
+        std::vector<std::vector<int64_t>> got = generate_batch(*lm.model, batch, g, seeds, device, {}, o.topk, &got_logprobs);
         for (size_t i = b; i < e; ++i) {
           new_tokens += static_cast<int64_t>(got[i - b].size());
           outs[static_cast<size_t>(records[i] - next)] = std::move(got[i - b]);
+          if (o.topk > 0) steps[static_cast<size_t>(records[i] - next)] = std::move(got_logprobs[i - b]);
         }
       }
     }
-    std::string lines;
+    std::string lines, logprobs_lines;
     for (int64_t r = next; r < end; ++r) {
+      const size_t w = static_cast<size_t>(r - next);
+      const std::vector<int64_t>& generated = outs[w];
+      const bool ended_at_eos = g.eos_id && !generated.empty() && generated.back() == *g.eos_id;
+      const std::vector<int64_t> completion_ids(generated.begin(), generated.end() - (ended_at_eos ? 1 : 0));
       const nlohmann::json record = {{"prompt", prompts[static_cast<size_t>(r / o.samples_per_prompt)]},
-                                     {"completion", completion_text(tokenizer, outs[static_cast<size_t>(r - next)], g)},
+                                     {"completion", completion_text(tokenizer, generated, g)},
+                                     {"completion_ids", completion_ids},
                                      {"index", r / o.samples_per_prompt},
                                      {"sample", r % o.samples_per_prompt}};
       lines += record.dump() + "\n";
+      if (o.topk > 0) {
+        const std::optional<int32_t> data_eos = tokenizer.eos_id();
+        const bool eos_generated = ended_at_eos && data_eos && *data_eos == *g.eos_id;
+        logprobs_lines += logprobs_record(r / o.samples_per_prompt, r % o.samples_per_prompt, ids[w], completion_ids,
+                                          steps[w], data_eos, eos_generated).dump() + "\n";
+      }
+    }
+    if (o.topk > 0) {
+      logprobs_file << logprobs_lines;
+      logprobs_file.flush();
+      if (!logprobs_file) throw Error("--out: cannot write " + logprobs_path + " (disk full?); run the command again to continue");
     }
     file << lines;
     file.flush();
@@ -225,7 +303,11 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
   }
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   log << o.out << ": " << total << " records (" << total - resumed << " new" << (resumed ? ", continued" : "") << "), "
-      << new_tokens << " tokens in " << static_cast<int64_t>(s * 10) / 10.0 << " s; settings in " << settings_path << "\n";
+      << new_tokens << " tokens in " << static_cast<int64_t>(s * 10) / 10.0 << " s; settings in " << settings_path
+      << (o.topk > 0 ? "; top-" + std::to_string(o.topk) + " log-probabilities in " + logprobs_path +
+                           " (distill cache-teacher --from " + logprobs_path + ")"
+                     : std::string())
+      << "\n";
 }
 
 }  // namespace
@@ -234,6 +316,9 @@ void run_generate_cli(const GenerateCliOptions& o, std::ostream& out) {
   check_generate_options(o.generate);
   if (o.prompt.empty() == o.prompts.empty())
     throw Error("--prompt / --prompts: give one: a text to continue, or a JSONL file of prompts (with --out)");
+  if (o.topk != 0 && o.prompts.empty())
+    throw Error("--topk: writes the log-probabilities of --prompts' completions beside --out; give --prompts FILE.jsonl "
+                "--out OUT.jsonl, or drop --topk");
   apply_threads(o.threads);
   const c10::Device device = resolve_device(o.device, "--device");
   LoadedLm lm = load_lm(o.model);

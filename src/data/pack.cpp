@@ -162,6 +162,28 @@ int64_t held_out(int64_t total, double fraction) {
   return std::max<int64_t>(1, std::llround(static_cast<double>(total) * fraction));
 }
 
+// The optional "completion_ids" of a prompt/completion record (what `distill generate` writes): token ids,
+// non-negative integers. Empty when absent.
+std::vector<int32_t> completion_ids(const json& record, const std::string& where) {
+  const auto it = record.find("completion_ids");
+  if (it == record.end()) return {};
+  if (!it->is_array())
+    throw Error(where + ": key \"completion_ids\" must be an array of token ids, got " +
+                (it->is_string() ? std::string("a string") : shown_type(*it)) +
+                "; write the ids the completion was generated as, or remove the key");
+  std::vector<int32_t> ids;
+  ids.reserve(it->size());
+  for (size_t j = 0; j < it->size(); ++j) {
+    const json& v = (*it)[j];
+    if (!v.is_number_integer() || v.get<int64_t>() < 0 || v.get<int64_t>() > INT32_MAX)
+      throw Error(where + ": completion_ids[" + n(static_cast<int64_t>(j)) + "] is " +
+                  (v.is_number() ? v.dump() : v.is_string() ? std::string("a string") : shown_type(v)) +
+                  ", not a token id (an integer >= 0); write the ids the completion was generated as, or remove the key");
+    ids.push_back(static_cast<int32_t>(v.get<int64_t>()));
+  }
+  return ids;
+}
+
 }  // namespace
 
 const char* record_kind_name(RecordKind kind) { return kind == RecordKind::text ? "text" : "prompt/completion"; }
@@ -214,10 +236,14 @@ JsonlRecords parse_jsonl(std::string_view text, const std::string& name) {
                   n(first_line) + ") is " + record_kind_name(out.kind) + "; a file holds one kind: split it in two");
     }
     if (kind == RecordKind::text) {
+      if (record.contains("completion_ids"))
+        throw Error(where + ": \"completion_ids\" belongs to a {\"prompt\", \"completion\"} record, not a \"text\" one; "
+                    "remove it");
       out.text.push_back(string_key(record, "text", where));
     } else {
       out.text.push_back(string_key(record, "prompt", where));
       out.completion.push_back(string_key(record, "completion", where));
+      out.completion_ids.push_back(completion_ids(record, where));
     }
     out.line.push_back(line_no);
   }
@@ -234,6 +260,22 @@ JsonlRecords read_jsonl(const std::string& path) {
   return parse_jsonl(std::string_view(reinterpret_cast<const char*>(file.data()), file.size()), path);
 }
 
+namespace {
+
+// Whether `ids` are this tokenizer's tokens of `text`: ids from another tokenizer decode to other text (or
+// name no token).
+bool decodes_to(const Tokenizer& tokenizer, const std::vector<int32_t>& ids, const std::string& text) {
+  for (int32_t id : ids)
+    if (id >= tokenizer.vocab_size()) return false;
+  try {
+    return tokenizer.decode(ids) == text;
+  } catch (const Error&) {
+    return false;
+  }
+}
+
+}  // namespace
+
 std::vector<EncodedRecord> encode_records(const Tokenizer& tokenizer, const JsonlRecords& records, size_t begin,
                                           size_t end, int threads) {
   end = std::min(end, records.size());
@@ -249,7 +291,11 @@ std::vector<EncodedRecord> encode_records(const Tokenizer& tokenizer, const Json
     append(records.text[i]);
     if (records.kind == RecordKind::prompt_completion) {
       r.prompt_tokens = static_cast<int64_t>(r.ids.size());
-      append(records.completion[i]);
+      const std::vector<int32_t>& given = records.completion_ids[i];
+      if (!given.empty() && decodes_to(tokenizer, given, records.completion[i]))
+        r.ids.insert(r.ids.end(), given.begin(), given.end());
+      else
+        append(records.completion[i]);
     }
     if (eos) r.ids.push_back(static_cast<uint32_t>(*eos));
   };

@@ -46,7 +46,8 @@ void check_generate_options(const GenerateOptions& o) {
 std::vector<std::vector<int64_t>> generate_batch(Model& model, const std::vector<std::vector<int64_t>>& prompts,
                                                  const GenerateOptions& o, const std::vector<uint64_t>& seeds,
                                                  const c10::Device& device,
-                                                 const std::function<void(size_t, int64_t)>& on_token) {
+                                                 const std::function<void(size_t, int64_t)>& on_token,
+                                                 int64_t logprobs_k, std::vector<std::vector<TopLogprobs>>* logprobs) {
   check_generate_options(o);
   TORCH_CHECK(!prompts.empty() && seeds.size() == prompts.size(), "generate_batch: one seed per prompt");
   const size_t B = prompts.size();
@@ -59,6 +60,8 @@ std::vector<std::vector<int64_t>> generate_batch(Model& model, const std::vector
   for (uint64_t seed : seeds) gens.push_back(at::detail::createCPUGenerator(seed));
   std::vector<std::vector<int64_t>> all = prompts, out(B);
   std::vector<bool> done(B, false);
+  const bool record = logprobs != nullptr && logprobs_k > 0;
+  if (record) logprobs->assign(B, {});
   const int64_t limit = model.max_positions() > 0 ? model.max_positions() : std::numeric_limits<int64_t>::max();
   auto ids_tensor = [&](size_t from) {
     at::Tensor t = at::empty({static_cast<int64_t>(B), static_cast<int64_t>(all[0].size() - from)}, at::kLong);
@@ -71,12 +74,24 @@ std::vector<std::vector<int64_t>> generate_batch(Model& model, const std::vector
   for (int64_t step = 0; step < o.max_new_tokens && static_cast<int64_t>(all[0].size()) < limit; ++step) {
     const at::Tensor logits = model.has_kv_cache() ? model.forward_cached(next, cache) : model.forward(ids_tensor(0));
     const at::Tensor last = logits.select(1, logits.size(1) - 1).to(torch::kCPU, torch::kFloat);
+    at::Tensor top_values, top_ids;
+    if (record) {
+      std::tie(top_values, top_ids) = last.log_softmax(1).topk(std::min<int64_t>(logprobs_k, last.size(1)), 1);
+      top_values = top_values.contiguous();
+      top_ids = top_ids.contiguous();
+    }
     // Rows decode in lockstep; a row past its end of sequence keeps a place in the batch but adds nothing.
     for (size_t b = 0; b < B; ++b) {
       const int64_t id = done[b] ? all[b].back() : pick(last[static_cast<int64_t>(b)], o, gens[b]);
       all[b].push_back(id);
       if (done[b]) continue;
       out[b].push_back(id);
+      if (record) {
+        const int64_t k = top_ids.size(1);
+        const int64_t* ti = top_ids.data_ptr<int64_t>() + static_cast<int64_t>(b) * k;
+        const float* tv = top_values.data_ptr<float>() + static_cast<int64_t>(b) * k;
+        (*logprobs)[b].push_back(TopLogprobs{std::vector<int64_t>(ti, ti + k), std::vector<float>(tv, tv + k)});
+      }
       if (on_token) on_token(b, id);
       if (o.eos_id && id == *o.eos_id) done[b] = true;
     }

@@ -233,6 +233,70 @@ TEST_CASE("lm e2e: tokenizer, pack, teacher, Hugging Face folder, generate, dist
   REQUIRE(kb.exit_code == 0);
   distill::test::check_same_training(dir / "kd-a", dir / "kd-b", "student/model.safetensors", 2e-5);
 
+  // generate --topk: the teacher's top-k log-probabilities of its own generations, in the same pass, as
+  // OUT.logprobs.jsonl (vLLM's layout over each record's training tokens). The records are the same as without
+  // --topk, and their completion_ids are the training data's completion tokens (not a re-encoding of the text,
+  // which SentencePiece's dummy prefix changes). Imported, the cache holds the live teacher's top-k at every
+  // generated position (the same ids; the same stored log-probability, within one log16 step for the KV
+  // cache's rounding) and nothing at the prompt's positions.
+  auto gk = run_distill(gen + " --out " + (dir / "gen4.jsonl") + " --batch-size 4 --topk 8");
+  INFO(gk.output);
+  REQUIRE(gk.exit_code == 0);
+  CHECK(distill::test::read_text(dir / "gen4.jsonl") == records);
+  {
+    const auto tok = distill::Tokenizer::load(dir / "tok.model");
+    const distill::JsonlRecords recs = distill::read_jsonl(dir / "gen1.jsonl");
+    const auto enc = distill::encode_records(*tok, recs, 0, recs.size(), 1);
+    for (size_t r = 0; r < enc.size(); ++r) {
+      const std::vector<uint32_t> completion(enc[r].ids.begin() + enc[r].prompt_tokens, enc[r].ids.end() - 1);
+      CHECK(completion == std::vector<uint32_t>(lines[r]["completion_ids"].begin(), lines[r]["completion_ids"].end()));
+    }
+  }
+  auto ik = run_distill("cache-teacher --config " + (dir / "kd.json") + " --from " + (dir / "gen4.jsonl.logprobs.jsonl") +
+                        " --topk 8 --out " + (dir / "from-generate"));
+  INFO(ik.output);
+  REQUIRE(ik.exit_code == 0);
+  {
+    auto chunks_of = [](const std::string& cache_dir) {
+      const distill::cache::Manifest mf = distill::cache::read_manifest(cache_dir);
+      const std::string frames = distill::test::read_text(cache_dir + "/chunks.bin");
+      std::vector<distill::cache::Chunk> chunks;
+      for (const auto& e : distill::cache::read_index(cache_dir))
+        chunks.push_back(distill::cache::decode_chunk(frames.data() + e.offset, e.bytes, mf.vocab, "chunk"));
+      return std::make_pair(mf, chunks);
+    };
+    const auto [live_mf, live] = chunks_of(dir / "live-cache");
+    const auto [gen_mf, got] = chunks_of(dir / "from-generate");
+    REQUIRE(gen_mf.examples == live_mf.examples);
+    REQUIRE(gen_mf.positions == live_mf.positions);
+    REQUIRE(gen_mf.k == 8);
+    const double step = 1.0 / distill::cache::kLog16Scale + 1e-5;
+    int64_t compared = 0, absent = 0;
+    for (int64_t ex = 0; ex < gen_mf.examples; ++ex) {
+      const auto& lc = live[static_cast<size_t>(ex / live_mf.chunk_examples)];
+      const auto& gc = got[static_cast<size_t>(ex / gen_mf.chunk_examples)];
+      for (int64_t t = 0; t < gen_mf.positions; ++t) {
+        const int64_t lrow = (ex - lc.first_example) * live_mf.positions + t, grow = (ex - gc.first_example) * gen_mf.positions + t;
+        if (gc.ids[static_cast<size_t>(grow * 8)] == -1) {
+          ++absent;
+          continue;
+        }
+        ++compared;
+        for (int64_t j = 0; j < 8; ++j) {
+          const size_t l = static_cast<size_t>(lrow * 8 + j), g = static_cast<size_t>(grow * 8 + j);
+          INFO("example " << ex << " position " << t << " entry " << j);
+          CHECK(gc.ids[g] == lc.ids[l]);
+          CHECK(std::abs(gc.logprobs[g] - lc.logprobs[l]) <= step);
+        }
+      }
+    }
+    CHECK(compared >= gen_mf.examples * 9);  // each training record's generated tokens (10; the last may be the eos)
+    CHECK(absent > 0);         // the bos and the prompt
+  }
+  auto tk = run_distill("generate --model " + (dir / "teacher") + " --prompt hi --topk 4");
+  CHECK(tk.exit_code == 1);
+  CHECK_THAT(tk.output, Catch::Contains("error: --topk: ") && Catch::Contains("give --prompts"));
+
 
   // A student distilled from the teacher's folder; the folder's tokenizer is the data's, so it is accepted.
   json student = {{"run", {{"out_dir", dir / "student"}, {"seed", 2}, {"threads", 2}}},

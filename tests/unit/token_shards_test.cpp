@@ -301,6 +301,44 @@ TEST_CASE("jsonl records: both kinds, and errors that name the file, the line an
   CHECK_THAT(err("{\"text\": \"\xff\"}"), Catch::StartsWith("d.jsonl:1: invalid JSON"));
 }
 
+TEST_CASE("jsonl records: completion_ids are the completion's tokens when they decode to it with the run's tokenizer") {
+  const auto gpt2 = Tokenizer::load(source("tests/fixtures/tokenizers/gpt2"));
+  // " there" as GPT-2 encodes it, and as two tokens " " + "there" that decode to the same text (what a sampled
+  // generation may produce).
+  const std::vector<int32_t> whole = gpt2->encode(" there");
+  std::vector<int32_t> split = gpt2->encode(" ");
+  for (int32_t id : gpt2->encode("there")) split.push_back(id);
+  REQUIRE(split != whole);
+  REQUIRE(gpt2->decode(split) == " there");
+  auto line = [](const std::vector<int32_t>& ids) {
+    return json{{"prompt", "Hi"}, {"completion", " there"}, {"completion_ids", ids}}.dump() + "\n";
+  };
+  const JsonlRecords recs = parse_jsonl(line(split) + line({}) + line({9999}) + line({50256, 50256, 60000}), "g.jsonl");
+  REQUIRE(recs.completion_ids.size() == 4);
+  CHECK(recs.completion_ids[0] == split);
+  const auto enc = encode_records(*gpt2, recs, 0, recs.size(), 1);
+  const std::vector<int32_t> prompt = gpt2->encode("Hi");
+  auto completion_of = [&](const EncodedRecord& r) {
+    CHECK(r.prompt_tokens == static_cast<int64_t>(prompt.size()));  // GPT-2 has no bos
+    REQUIRE(r.ids.back() == 50256);                                  // its eos ends every record
+    return std::vector<int32_t>(r.ids.begin() + r.prompt_tokens, r.ids.end() - 1);
+  };
+  CHECK(completion_of(enc[0]) == split);  // the generated ids, not a re-encoding of the text
+  CHECK(completion_of(enc[1]) == whole);  // none given: the text's tokens
+  CHECK(completion_of(enc[2]) == whole);  // ids that decode to other text (another tokenizer's): the text's tokens
+  CHECK(completion_of(enc[3]) == whole);  // an id past the vocabulary: the text's tokens
+
+  auto err = [](const std::string& text) { return error_of([&] { parse_jsonl(text, "d.jsonl"); }); };
+  CHECK_THAT(err("{\"prompt\": \"p\", \"completion\": \"c\", \"completion_ids\": \"12\"}"),
+             Catch::StartsWith("d.jsonl:1: key \"completion_ids\" must be an array of token ids, got a string"));
+  CHECK_THAT(err("{\"prompt\": \"p\", \"completion\": \"c\"}\n{\"prompt\": \"p\", \"completion\": \"c\", \"completion_ids\": [1, -2]}"),
+             Catch::StartsWith("d.jsonl:2: completion_ids[1] is -2, not a token id"));
+  CHECK_THAT(err("{\"prompt\": \"p\", \"completion\": \"c\", \"completion_ids\": [1.5]}"),
+             Catch::StartsWith("d.jsonl:1: completion_ids[0] is 1.5, not a token id"));
+  CHECK_THAT(err("{\"text\": \"t\", \"completion_ids\": [1]}"),
+             Catch::StartsWith("d.jsonl:1: \"completion_ids\" belongs to a {\"prompt\", \"completion\"} record"));
+}
+
 TEST_CASE("data pack: a .txt is one document, ids equal GPT-2's reference ids, the manifest comes last") {
   TempDir dir;
   const std::string text = golden_text(23);  // a slice of Tiny Shakespeare

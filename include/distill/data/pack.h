@@ -34,6 +34,12 @@ struct JsonlRecords {
   RecordKind kind = RecordKind::text;
   std::vector<std::string> text;        // text records: the documents; prompt/completion: the prompts
   std::vector<std::string> completion;  // prompt/completion records only
+  // prompt/completion records only: the optional "completion_ids" (empty when absent), the ids the completion
+  // was generated as (`distill generate` writes them). encode_records uses them instead of encoding the
+  // completion when they decode to it with the run's tokenizer: re-encoding generated text need not give the
+  // generated ids back (SentencePiece's dummy prefix, other merges), and cached teacher log-probabilities of a
+  // generation are for those ids. With another tokenizer they decode to other text and the text is encoded.
+  std::vector<std::vector<int32_t>> completion_ids;
   std::vector<int64_t> line;            // 1-based line of each record in its file
   std::string name;                     // the file
   size_t size() const { return text.size(); }
