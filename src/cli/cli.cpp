@@ -12,6 +12,7 @@
 #include "distill/cli/generate_cli.h"
 #include "distill/config/config.h"
 #include "distill/data/pack.h"
+#include "distill/dist/comm.h"
 #include "distill/error.h"
 #include "distill/train/trainer.h"
 
@@ -58,7 +59,9 @@ std::string percent(double v) {  // "96.66%"
 
 int run_cli(int argc, char** argv) {
   CLI::App app{"distill: knowledge-distillation trainer (LibTorch)", "distill"};
-  app.set_version_flag("--version", std::string("distill ") + DISTILL_VERSION);
+  const std::string backends = dist::available_backends();
+  app.set_version_flag("--version", std::string("distill ") + DISTILL_VERSION + " (data parallel: " +
+                                        (backends.empty() ? std::string("none in this build") : backends) + ")");
   app.require_subcommand(1);
   app.failure_message([](const CLI::App* failed, const CLI::Error& e) {
     return "error: " + std::string(e.what()) + " (run '" + failed->get_name() + " --help')\n";
@@ -202,6 +205,7 @@ int run_cli(int argc, char** argv) {
     options.existing = overwrite ? ExistingRun::overwrite : ExistingRun::refuse;
     options.resume = resume;
     TrainSummary s = train(config, options);
+    if (s.rank != 0) return s.end == RunEnd::preempted ? static_cast<int>(ExitCode::preempted) : 0;  // rank 0 reports
     if (s.end == RunEnd::preempted) {
       std::cout << "stopped after step " << s.steps << "; checkpoint " << s.checkpoint_path
                 << "; continue with --resume auto\n";

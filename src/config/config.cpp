@@ -416,6 +416,10 @@ void validate(const Config& c) {
   // checkpoint
   if (c.checkpoint.every < 0) range_error("checkpoint.every", ">= 0 (0 = every epoch end)", std::to_string(c.checkpoint.every));
   if (c.checkpoint.keep_last < 1) range_error("checkpoint.keep_last", ">= 1", std::to_string(c.checkpoint.keep_last));
+  // dist
+  check_one_of("dist.backend", c.dist.backend, {"auto", "gloo", "nccl"});
+  check_positive("dist.timeout_s", c.dist.timeout_s);
+  if (c.dist.zero != 0 && c.dist.zero != 1) range_error("dist.zero", "0 or 1 (ZeRO stage 1)", std::to_string(c.dist.zero));
 }
 
 nlohmann::json to_json(const Config& config) {

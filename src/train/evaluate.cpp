@@ -120,20 +120,46 @@ EvalResult EvalAccumulator::result() const {
   return r;
 }
 
+std::vector<double> EvalAccumulator::sums() const {
+  return {static_cast<double>(examples_), static_cast<double>(targets_), static_cast<double>(correct_),
+          static_cast<double>(teacher_correct_), static_cast<double>(agree_), kd_, ce_, teacher_ce_,
+          has_teacher_ ? 1.0 : 0.0, tokens_ ? 1.0 : 0.0};
+}
+
+void EvalAccumulator::set_sums(const std::vector<double>& v) {
+  TORCH_INTERNAL_ASSERT(v.size() == 10);
+  examples_ = std::llround(v[0]);
+  targets_ = std::llround(v[1]);
+  correct_ = std::llround(v[2]);
+  teacher_correct_ = std::llround(v[3]);
+  agree_ = std::llround(v[4]);
+  kd_ = v[5];
+  ce_ = v[6];
+  teacher_ce_ = v[7];
+  has_teacher_ = v[8] > 0;
+  tokens_ = v[9] > 0;
+}
+
 EvalResult evaluate(Model& student, Model* teacher, const BatchSource& source, const LossConfig& loss,
-                    int64_t batch_size, int64_t chunk_rows, const c10::Device& device) {
+                    int64_t batch_size, int64_t chunk_rows, const c10::Device& device, int64_t shard,
+                    int64_t shards, const std::function<void(std::vector<double>&)>& add_over_ranks) {
   torch::NoGradGuard no_grad;
   const auto start = std::chrono::steady_clock::now();
   student.set_training(false);
   if (teacher) teacher->set_training(false);
   EvalAccumulator acc(loss, chunk_rows);
   const int64_t n = source.size();
-  for (int64_t begin = 0; begin < n; begin += batch_size) {
+  for (int64_t begin = shard * batch_size; begin < n; begin += batch_size * shards) {
     const Batch b = source.batch(/*epoch=*/0, begin, std::min(n, begin + batch_size));
     const ModelOutput s = student.forward_output(b.student_input.to(device));
     ModelOutput t;
     if (teacher) t = teacher->forward_output(b.teacher_input.to(device));
     acc.add(s, teacher ? &t : nullptr, b.targets.to(device), b.examples);
+  }
+  if (add_over_ranks) {
+    std::vector<double> sums = acc.sums();
+    add_over_ranks(sums);
+    acc.set_sums(sums);
   }
   EvalResult r = acc.result();
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();

@@ -18,12 +18,18 @@ const std::set<std::string> kHarmless = {"train.epochs",      "train.max_steps",
                                          "train.eval_every",  "train.eval_batch_size", "train.max_bad_steps",
                                          "checkpoint.every",  "checkpoint.keep_last",  "run.threads",
                                          "loss.chunk_rows",
-                                         "run.device",        "run.out_dir"};
+                                         "run.device",        "run.out_dir",
+                                         "dist.backend",      "dist.timeout_s",        "dist.zero"};
 
 }  // namespace
 
 ConfigChanges compare_configs(const json& before_in, const json& after, const json& defaults) {
   json before = before_in;
+  // A section the checkpoint lacks was added to distill after it was written: it held the defaults. (The
+  // teacher is the exception: an absent teacher means a supervised run.)
+  for (auto sec = after.begin(); sec != after.end(); ++sec)
+    if (sec.key() != "teacher" && !before.contains(sec.key()) && defaults.contains(sec.key()))
+      before[sec.key()] = defaults[sec.key()];
   for (auto sec = after.begin(); sec != after.end(); ++sec) {
     if (!sec.value().is_object() || !before.contains(sec.key()) || !before[sec.key()].is_object()) continue;
     const json d = defaults.value(sec.key(), json::object());

@@ -83,6 +83,14 @@ RunLog::RunLog(const std::string& out_dir, bool append) : impl_(std::make_unique
   impl_->logger->flush_on(spdlog::level::info);
 }
 
+std::unique_ptr<RunLog> RunLog::for_rank(int64_t rank) {
+  auto log = std::make_unique<RunLog>("");
+  log->impl_->tty = false;  // no progress line: rank 0 draws it
+  log->impl_->logger->sinks()[0]->set_pattern("[%H:%M:%S] rank " + std::to_string(rank) + " %^%l%$ %v");
+  log->impl_->logger->set_level(spdlog::level::warn);
+  return log;
+}
+
 RunLog::~RunLog() { end_progress(); }
 
 void RunLog::info(const std::string& line) { impl_->logger->info(line); }

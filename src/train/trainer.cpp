@@ -11,6 +11,8 @@
 #include <cmath>
 #include <thread>
 
+#include <signal.h>
+
 #include <ATen/CPUGeneratorImpl.h>
 #include <nlohmann/json.hpp>
 
@@ -22,6 +24,8 @@
 #include "distill/cache/teacher_cache.h"
 #include "distill/config/dtype_names.h"
 #include "distill/data/registry.h"
+#include "distill/dist/comm.h"
+#include "distill/dist/launch.h"
 #include "distill/models/hf_folder.h"
 #include "distill/models/registry.h"
 #include "distill/loss/kd_loss.h"
@@ -203,31 +207,54 @@ int64_t env_int(const char* name) {
 
 class Trainer {
  public:
-  Trainer(const Config& config, Workspace& ws, RunLog& log, const std::string& out_dir, ResumePoint* resume)
-      : c_(config), ws_(ws), log_(log), out_dir_(out_dir) {
+  // `comm`: a data-parallel run (null: one process). Each optimizer step then reads world_size x batch_size x
+  // grad_accum examples of the one global order, a rank the part at its rank.
+  Trainer(const Config& config, Workspace& ws, RunLog& log, const std::string& out_dir, ResumePoint* resume,
+          dist::Communicator* comm = nullptr)
+      : c_(config), ws_(ws), log_(log), out_dir_(out_dir), comm_(comm) {
+    if (comm_) {
+      rank_ = comm_->rank();
+      world_ = comm_->world_size();
+    }
     n_train_ = ws.data.train->size();
-    rows_per_step_ = c_.train.batch_size * c_.train.grad_accum;
+    rank_rows_ = c_.train.batch_size * c_.train.grad_accum;
+    rows_per_step_ = rank_rows_ * world_;
     steps_per_epoch_ = (n_train_ + rows_per_step_ - 1) / rows_per_step_;
-    total_steps_ = total_steps(c_, n_train_);
+    total_steps_ = total_steps(c_, n_train_, world_);
     eval_batch_size_ = c_.train.eval_batch_size > 0 ? c_.train.eval_batch_size
                                                     : (ws.data.io.tokens() ? c_.train.batch_size : 1024);
     for (auto& [name, t] : ws_.student->state())
       if (t.requires_grad()) param_names_.push_back(name);
     params_ = ws_.student->parameters();
-    optimizer_ = make_optimizer(c_.optim, params_);
+    zero_ = comm_ && c_.dist.zero == 1;
+    if (zero_) {
+      shard_parameters();
+      optimizer_ = make_optimizer(c_.optim, own_params_);
+    } else {
+      own_params_ = params_;
+      own_names_ = param_names_;
+      optimizer_ = make_optimizer(c_.optim, params_);
+    }
     loss_options_.kd = KdLossOptions::from_config(c_.loss);
     loss_options_.topk = c_.loss.topk;
     loss_options_.chunk_rows = c_.loss.chunk_rows;
     bf16_ = dtype_named(c_.train.precision, "train.precision") == DTypeName::bfloat16;
-    if (resume) restore(*resume);
+    if (comm_) {
+      if (rank_ > 0) seed_rank_stream(0);
+      if (resume) restore(*resume);
+      broadcast_student();
+    } else if (resume) {
+      restore(*resume);
+    }
     stop_after_step_ = env_int("DISTILL_TEST_STOP_AFTER_STEP");
+    kill_after_step_ = env_int("DISTILL_TEST_KILL_AFTER_STEP");
   }
 
   // train.max_steps > 0 sets the number of steps (over as many epochs as it takes), as in Hugging Face's
   // Trainer; else train.epochs passes over the data.
-  static int64_t total_steps(const Config& c, int64_t n_train) {
+  static int64_t total_steps(const Config& c, int64_t n_train, int64_t world_size = 1) {
     if (c.train.max_steps > 0) return c.train.max_steps;
-    const int64_t per_step = c.train.batch_size * c.train.grad_accum;
+    const int64_t per_step = c.train.batch_size * c.train.grad_accum * world_size;
     return c.train.epochs * ((n_train + per_step - 1) / per_step);
   }
 
@@ -236,9 +263,17 @@ class Trainer {
     TrainSummary s;
     s.out_dir = out_dir_;
     s.resumed_from_step = resumed_from_step_;
+    s.rank = rank_;
     log_.info("training " + ws_.student->describe() + " (" + std::to_string(ws_.student->parameter_count()) +
               " parameters) on " + ws_.data.train->describe() + ", steps " + std::to_string(step_ + 1) + ".." +
               std::to_string(total_steps_) + " (" + std::to_string(steps_per_epoch_) + " per epoch) on " + ws_.device.str());
+    if (comm_)
+      log_.info("data parallel: " + comm_->describe() + "; global batch " + std::to_string(rows_per_step_) + " = " +
+                std::to_string(c_.train.batch_size) + " (train.batch_size) x " + std::to_string(c_.train.grad_accum) +
+                " (train.grad_accum) x " + std::to_string(world_) + " ranks" +
+                (zero_ ? "; ZeRO-1: rank 0 keeps the optimizer state of " + std::to_string(own_params_.size()) + " of " +
+                             std::to_string(params_.size()) + " weight tensors"
+                       : std::string()));
     StepResult interval;
     int64_t interval_steps = 0;
     auto interval_start = std::chrono::steady_clock::now();
@@ -272,13 +307,18 @@ class Trainer {
           s.checkpoint_path = checkpoint(epoch, end);
           checkpointed = true;
         }
-        // A stop signal: the step is done; save it and hand back.
+        // A stop signal: the step is done; save it and hand back. In a data-parallel run a signal to any rank
+        // stops them all after this step.
         if (step_ == stop_after_step_) PreemptionGuard::request(SIGUSR1);
-        if (int signal = PreemptionGuard::requested(); signal != 0 && !last) {
+        if (step_ == kill_after_step_) ::raise(SIGKILL);  // tests: a rank that dies
+        if (int signal = agreed_signal(PreemptionGuard::requested()); signal != 0 && !last) {
           if (!checkpointed) s.checkpoint_path = checkpoint(epoch, end);
+          // No rank exits before rank 0's checkpoint is written: a launcher may end the job at the first exit.
+          if (comm_) comm_->barrier();
           log_.end_progress();
-          log_.warn(std::string("stopped by ") + signal_name(signal) + " after step " + std::to_string(step_) +
-                    "; checkpoint " + s.checkpoint_path + "; continue with: distill train --config ... --resume auto");
+          if (rank_ == 0)
+            log_.warn(std::string("stopped by ") + signal_name(signal) + " after step " + std::to_string(step_) +
+                      "; checkpoint " + s.checkpoint_path + "; continue with: distill train --config ... --resume auto");
           log_.event({{"event", "preempted"}, {"step", step_}, {"signal", signal_name(signal)}});
           s.end = RunEnd::preempted;
           s.stop_signal = signal;
@@ -292,6 +332,7 @@ class Trainer {
     s.final_eval = run_eval("final");
     s.steps = step_;
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (rank_ != 0) return s;  // rank 0 writes the student and the summary
     s.student_path = save_student();
     json summary = s.final_eval.to_json();
     summary["steps"] = s.steps;
@@ -310,11 +351,17 @@ class Trainer {
  private:
   void restore(ResumePoint& r) {
     load_weights(*ws_.student, with_prefix(r.contents, "model."), r.path);
-    load_optimizer_state(*optimizer_, c_.optim.name, param_names_, r.contents, "optim.", r.path);
+    load_optimizer_state(*optimizer_, c_.optim.name, own_names_, r.contents, "optim.", r.path);
     const at::Tensor* cpu_rng = r.contents.find("rng.cpu");
     if (!cpu_rng) throw Error(r.path + ": has no rng.cpu state; it is not a complete distill checkpoint");
     at::Generator cpu_gen = at::detail::getDefaultCPUGenerator();  // a handle: shares the global state
     cpu_gen.set_state(*cpu_rng);
+    // A data-parallel rank continues its own stream; one the checkpoint has none of (more ranks than it was
+    // written with) starts a fresh one of its own.
+    if (rank_ > 0) {
+      if (const at::Tensor* own = r.contents.find("rng.cpu.rank" + std::to_string(rank_))) cpu_gen.set_state(*own);
+      else seed_rank_stream(r.step);
+    }
     if (ws_.device.is_cuda()) {
       if (const at::Tensor* cuda_rng = r.contents.find("rng.cuda")) {
         at::Generator cuda_gen = at::globalContext().defaultGenerator(ws_.device);
@@ -350,15 +397,19 @@ class Trainer {
     return output_kd_loss(student, run_teacher ? &teacher : nullptr, cached, y, loss_options_, step_targets);
   }
 
-  // One optimizer step over examples [begin, end) of `epoch`, in micro-batches of train.batch_size.
+  // One optimizer step over examples [begin, end) of `epoch`, in micro-batches of train.batch_size; in a
+  // data-parallel run this rank's part of them (which may be empty at the end of an epoch).
   StepResult train_step(int64_t epoch, int64_t begin, int64_t end) {
     std::vector<Batch> batches;
     int64_t valid = 0;
-    for (int64_t b = begin; b < end; b += c_.train.batch_size) {
-      batches.push_back(ws_.data.train->batch(epoch, b, std::min(end, b + c_.train.batch_size)));
+    const int64_t mine = std::min(end, begin + rank_ * rank_rows_), mine_end = std::min(end, mine + rank_rows_);
+    for (int64_t b = mine; b < mine_end; b += c_.train.batch_size) {
+      batches.push_back(ws_.data.train->batch(epoch, b, std::min(mine_end, b + c_.train.batch_size)));
       if (ws_.cache) batches.back().sparse_teacher = ws_.cache->lookup(batches.back());
       valid += batches.back().valid_targets;
     }
+    // The loss is normalised by the valid targets of the whole step, on every rank.
+    if (comm_) valid = static_cast<int64_t>(all_reduce_doubles({static_cast<double>(valid)}, dist::ReduceOp::sum)[0]);
     StepResult r;
     r.examples = end - begin;
     if (valid == 0) {
@@ -369,7 +420,7 @@ class Trainer {
       return r;
     }
     ws_.student->set_training(true);
-    optimizer_->zero_grad();
+    zero_grads();
     // The terms add up where they are computed: one device-to-host copy per step, not per micro-batch.
     at::Tensor terms = torch::zeros({3}, torch::TensorOptions().device(ws_.device));
     for (const Batch& batch : batches) {
@@ -377,11 +428,176 @@ class Trainer {
       t.loss.backward();
       terms += torch::stack({t.loss.detach(), t.kd, t.ce});  // float32 scalars
     }
-    const at::Tensor host = terms.to(torch::kCPU, torch::kDouble);
+    at::Tensor host = terms.to(torch::kCPU, torch::kDouble);
+    if (comm_) {
+      reduce_gradients();
+      comm_->all_reduce(host, dist::ReduceOp::sum);
+    }
     const double* v = host.data_ptr<double>();
     StepResult u = update(v[0], v[1], v[2]);
     u.examples = r.examples;
     return u;
+  }
+
+  // In place on every rank: values summed (or their maximum) over the ranks.
+  std::vector<double> all_reduce_doubles(const std::vector<double>& values, dist::ReduceOp op) {
+    at::Tensor t = torch::tensor(values, torch::kDouble);
+    comm_->all_reduce(t, op);
+    return std::vector<double>(t.data_ptr<double>(), t.data_ptr<double>() + t.numel());
+  }
+
+  // The stop signal every rank acts on: the largest any rank received (0: none), so that all stop at one step.
+  int agreed_signal(int local) {
+    if (!comm_) return local;
+    return static_cast<int>(all_reduce_doubles({static_cast<double>(local)}, dist::ReduceOp::max)[0]);
+  }
+
+  // Gradients summed over the ranks, in flat buckets of about 25 MB (one collective each instead of one per
+  // tensor), on the CPU for Gloo. A parameter without a gradient on this rank (no examples here) adds zeros.
+  void reduce_gradients() {
+    constexpr int64_t kBucketBytes = 25 << 20;
+    std::vector<at::Tensor> bucket;
+    int64_t bytes = 0;
+    auto flush = [&] {
+      if (bucket.empty()) return;
+      std::vector<at::Tensor> flat_parts;
+      for (const at::Tensor& g : bucket) flat_parts.push_back(g.reshape({-1}).to(torch::kCPU, torch::kFloat));
+      at::Tensor flat = torch::cat(flat_parts);
+      comm_->all_reduce(flat, dist::ReduceOp::sum);
+      int64_t at = 0;
+      for (at::Tensor& g : bucket) {
+        g.copy_(flat.narrow(0, at, g.numel()).view(g.sizes()));
+        at += g.numel();
+      }
+      bucket.clear();
+      bytes = 0;
+    };
+    torch::NoGradGuard no_grad;
+    for (at::Tensor& p : params_) {
+      if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
+      bucket.push_back(p.mutable_grad());
+      bytes += p.numel() * 4;
+      if (bytes >= kBucketBytes) flush();
+    }
+    flush();
+  }
+
+  // Under ZeRO-1 this rank's optimizer holds only its share of the weights, but every weight has a gradient.
+  void zero_grads() {
+    if (!zero_) {
+      optimizer_->zero_grad();
+      return;
+    }
+    for (at::Tensor& p : params_)
+      if (p.grad().defined()) {
+        p.mutable_grad().detach_();
+        p.mutable_grad().zero_();
+      }
+  }
+
+  // ZeRO-1: each weight tensor is one rank's to update, balanced by size (in order, to the rank holding the
+  // fewest elements so far); only that rank keeps its optimizer state.
+  void shard_parameters() {
+    std::vector<int64_t> held(static_cast<size_t>(world_), 0);
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int64_t r = std::min_element(held.begin(), held.end()) - held.begin();
+      held[static_cast<size_t>(r)] += params_[i].numel();
+      owner_.push_back(r);
+      if (r == rank_) {
+        own_params_.push_back(params_[i]);
+        own_names_.push_back(param_names_[i]);
+      }
+    }
+  }
+
+  // ZeRO-1, after each rank updated its share: every rank gets every updated weight, one broadcast per owner
+  // and bucket of about 25 MB (Gloo has no reduce-scatter in LibTorch 1.13, so the gradients were all-reduced
+  // whole; the saving is the optimizer state's memory).
+  void share_updated_weights() {
+    constexpr int64_t kBucketBytes = 25 << 20;
+    torch::NoGradGuard no_grad;
+    for (int64_t r = 0; r < world_; ++r) {
+      std::vector<at::Tensor> bucket;
+      int64_t bytes = 0;
+      auto flush = [&] {
+        if (bucket.empty()) return;
+        std::vector<at::Tensor> parts;
+        for (const at::Tensor& p : bucket) parts.push_back(p.detach().reshape({-1}).to(torch::kCPU, torch::kFloat));
+        at::Tensor flat = torch::cat(parts);
+        comm_->broadcast(flat, r);
+        int64_t at = 0;
+        for (at::Tensor& p : bucket) {
+          if (r != rank_) p.detach().copy_(flat.narrow(0, at, p.numel()).view(p.sizes()));
+          at += p.numel();
+        }
+        bucket.clear();
+        bytes = 0;
+      };
+      for (size_t i = 0; i < params_.size(); ++i) {
+        if (owner_[i] != r) continue;
+        bucket.push_back(params_[i]);
+        bytes += params_[i].numel() * 4;
+        if (bytes >= kBucketBytes) flush();
+      }
+      flush();
+    }
+  }
+
+  // ZeRO-1: the whole optimizer state on rank 0, in the names a one-process run writes (optimizer_state());
+  // empty on the other ranks. Per weight, its owner first says whether it has state (none before a first
+  // update), then sends it.
+  NamedTensors gather_optimizer_state() {
+    const NamedTensors mine = optimizer_state(*optimizer_, c_.optim.name, own_names_);
+    auto find = [&](const std::string& key) -> const at::Tensor* {
+      for (const auto& [name, t] : mine)
+        if (name == key) return &t;
+      return nullptr;
+    };
+    const std::vector<std::string> kinds = c_.optim.name == "sgd" ? std::vector<std::string>{"momentum_buffer"}
+                                                                  : std::vector<std::string>{"step", "exp_avg", "exp_avg_sq"};
+    NamedTensors out;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      const int64_t owner = owner_[i];
+      const std::string& name = param_names_[i];
+      if (owner == 0) {
+        if (rank_ == 0)
+          for (const std::string& kind : kinds)
+            if (const at::Tensor* t = find(name + "." + kind)) out.emplace_back(name + "." + kind, *t);
+        continue;
+      }
+      at::Tensor has = torch::zeros({1}, torch::kDouble);
+      if (rank_ == owner) has.fill_(find(name + "." + kinds.back()) ? 1.0 : 0.0);
+      comm_->broadcast(has, owner);
+      if (has.item<double>() == 0.0) continue;
+      for (const std::string& kind : kinds) {
+        at::Tensor t;
+        if (kind == "step") t = rank_ == owner ? find(name + ".step")->to(torch::kDouble).reshape({1}) : torch::zeros({1}, torch::kDouble);
+        else t = rank_ == owner ? find(name + "." + kind)->to(torch::kCPU).contiguous() : torch::zeros(params_[i].sizes(), torch::kFloat);
+        comm_->broadcast(t, owner);
+        if (rank_ == 0)
+          out.emplace_back(name + "." + kind, kind == "step" ? t.to(torch::kInt64).reshape({}) : t.to(params_[i].device()));
+      }
+    }
+    return out;
+  }
+
+  // Ranks other than 0 draw (dropout) from their own stream, seeded from run.seed, the rank and the step it
+  // starts at; rank 0 keeps the one-process stream.
+  void seed_rank_stream(int64_t step) {
+    const uint64_t seed = static_cast<uint64_t>(c_.run.seed) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(rank_) * 1000003ull +
+                          static_cast<uint64_t>(step);
+    torch::manual_seed(seed);
+  }
+
+  // Every rank starts from rank 0's weights (the same seed builds the same student, but a resumed or
+  // user-initialised one should not depend on it).
+  void broadcast_student() {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, t] : ws_.student->state()) {
+      at::Tensor host = t.to(torch::kCPU).contiguous();
+      comm_->broadcast(host, 0);
+      t.copy_(host);
+    }
   }
 
   // Update: clip, check, learning rate, step. A non-finite loss or gradient norm skips the step.
@@ -404,7 +620,7 @@ class Trainer {
                 std::to_string(c_.train.max_bad_steps) + ")");
       log_.event({{"event", "bad_step"}, {"step", step_ + 1}, {"bad_steps", bad_steps_},
                   {"loss", std::isfinite(loss) ? json(loss) : json(nullptr)}});
-      optimizer_->zero_grad();
+      zero_grads();
       if (consecutive_bad_ >= c_.train.max_bad_steps) {
         auto last_good = latest_checkpoint(paths::join(out_dir_, "checkpoints"));
         throw Error("train.max_bad_steps: " + std::to_string(consecutive_bad_) +
@@ -418,6 +634,7 @@ class Trainer {
     lr_ = learning_rate_at(c_.optim, step_, total_steps_);
     set_learning_rate(*optimizer_, lr_);
     optimizer_->step();
+    if (zero_) share_updated_weights();
     return r;
   }
 
@@ -442,8 +659,12 @@ class Trainer {
 
   EvalResult run_eval(const char* kind, bool record = true) {
     AutocastScope autocast(ws_.device, bf16_);
+    // A data-parallel run splits the validation batches over the ranks and adds up what they scored.
+    std::function<void(std::vector<double>&)> add_over_ranks;
+    if (comm_)
+      add_over_ranks = [this](std::vector<double>& sums) { sums = all_reduce_doubles(sums, dist::ReduceOp::sum); };
     EvalResult r = evaluate(*ws_.student, ws_.teacher.get(), *ws_.data.val, c_.loss, eval_batch_size_,
-                            c_.loss.chunk_rows, ws_.device);
+                            c_.loss.chunk_rows, ws_.device, rank_, world_, add_over_ranks);
     if (!record) return r;
     json e = r.to_json();
     e["event"] = kind;
@@ -464,15 +685,31 @@ class Trainer {
   // Everything a bit-exact resume needs: weights, optimizer state, RNG states, and where in the data order
   // the next step starts (epoch, next_row); the learning rate follows from the step.
   std::string checkpoint(int64_t epoch, int64_t next_row) {
+    // Rank 0 writes it: every rank holds the same weights, and under ZeRO-1 the ranks first hand rank 0 the
+    // optimizer state of their shares, so that one process can resume from it (with any number of ranks).
+    NamedTensors optim = zero_ ? gather_optimizer_state() : optimizer_state(*optimizer_, c_.optim.name, param_names_);
+    // Each rank's own random stream (dropout), so that a resumed data-parallel run draws what it would have.
+    std::vector<at::Tensor> rank_rngs;
+    if (comm_) {
+      const at::Tensor mine = at::detail::getDefaultCPUGenerator().get_state();
+      for (int64_t r = 1; r < world_; ++r) {
+        at::Tensor state = r == rank_ ? mine.clone() : torch::zeros_like(mine);
+        comm_->broadcast(state, r);
+        rank_rngs.resize(static_cast<size_t>(world_));
+        rank_rngs[static_cast<size_t>(r)] = state;
+      }
+    }
+    if (rank_ != 0) return "";
     NamedTensors tensors;
     for (auto& [name, t] : ws_.student->state()) tensors.emplace_back("model." + name, t);
-    for (auto& [name, t] : optimizer_state(*optimizer_, c_.optim.name, param_names_)) tensors.emplace_back("optim." + name, t);
+    for (auto& [name, t] : optim) tensors.emplace_back("optim." + name, t);
     tensors.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
+    for (size_t r = 1; r < rank_rngs.size(); ++r) tensors.emplace_back("rng.cpu.rank" + std::to_string(r), rank_rngs[r]);
     if (ws_.device.is_cuda()) tensors.emplace_back("rng.cuda", at::globalContext().defaultGenerator(ws_.device).get_state());
     Metadata meta = student_metadata();
     meta["distill_checkpoint"] = "1";
     meta["state"] = json{{"step", step_}, {"epoch", epoch}, {"next_row", next_row}, {"total_steps", total_steps_},
-                         {"bad_steps", bad_steps_}}
+                         {"bad_steps", bad_steps_}, {"global_batch", rows_per_step_}, {"world_size", world_}}
                         .dump();
     meta["config"] = to_json(c_).dump();
     std::string path = save_checkpoint(paths::join(out_dir_, "checkpoints"), step_, tensors, meta,
@@ -499,12 +736,20 @@ class Trainer {
   Workspace& ws_;
   RunLog& log_;
   std::string out_dir_;
-  int64_t n_train_ = 0, rows_per_step_ = 0, steps_per_epoch_ = 0, total_steps_ = 0;
+  dist::Communicator* comm_ = nullptr;
+  int64_t rank_ = 0, world_ = 1;
+  int64_t n_train_ = 0, rank_rows_ = 0, rows_per_step_ = 0, steps_per_epoch_ = 0, total_steps_ = 0;
   int64_t step_ = 0, epoch_ = 0, next_row_ = 0, logged_step_ = 0, resumed_from_step_ = -1;
-  int64_t bad_steps_ = 0, consecutive_bad_ = 0, stop_after_step_ = 0;
+  int64_t bad_steps_ = 0, consecutive_bad_ = 0, stop_after_step_ = 0, kill_after_step_ = 0;
   double lr_ = 0;
   std::vector<std::string> param_names_;
   std::vector<at::Tensor> params_;
+  // What this rank's optimizer updates: every weight, or under ZeRO-1 (zero_) its share; owner_[i]: the rank
+  // that updates params_[i].
+  bool zero_ = false;
+  std::vector<at::Tensor> own_params_;
+  std::vector<std::string> own_names_;
+  std::vector<int64_t> owner_;
   std::unique_ptr<torch::optim::Optimizer> optimizer_;
   OutputLossOptions loss_options_;
   int64_t eval_batch_size_ = 0;
@@ -572,7 +817,7 @@ void prepare_out_dir(const std::string& out_dir, ExistingRun existing, bool resu
 // Finds and checks the checkpoint --resume names. nullopt: "auto" on a folder without a checkpoint, which
 // starts the run from step 0 (a new run, or one that never wrote a checkpoint: nothing is lost). So a
 // requeued job runs `--resume auto` every time, the first time too.
-std::optional<ResumePoint> find_resume(const Config& config, const std::string& how) {
+std::optional<ResumePoint> find_resume(const Config& config, const std::string& how, int64_t world_size) {
   const std::string& out_dir = config.run.out_dir;
   std::optional<std::string> path;
   if (how == "auto") {
@@ -610,7 +855,36 @@ std::optional<ResumePoint> find_resume(const Config& config, const std::string& 
   } catch (const json::exception&) {
     throw Error(*path + ": the checkpoint's state metadata is incomplete; resume from an older checkpoint");
   }
-  ConfigChanges changes = compare_configs(before, to_json(config), config_defaults(config));
+  // The global batch (micro-batch x accumulation x ranks) decides the steps and the data each one reads: it
+  // must stay, but may be split otherwise, e.g. 2 ranks x 8 resumed as 1 rank x 16 or 1 rank x 8 x 2.
+  json now = to_json(config);
+  std::vector<std::string> batch_changes;
+  std::string global_change;
+  try {
+    const json& bt = before.at("train");
+    const int64_t before_world = state.value("world_size", int64_t{1});
+    const int64_t global_before = state.value("global_batch", bt.at("batch_size").get<int64_t>() * bt.at("grad_accum").get<int64_t>());
+    const int64_t global_now = config.train.batch_size * config.train.grad_accum * world_size;
+    auto split = [](int64_t batch, int64_t accum, int64_t world) {
+      return std::to_string(batch) + " x " + std::to_string(accum) + " x " + std::to_string(world) + (world == 1 ? " rank" : " ranks");
+    };
+    const std::string was = split(bt.at("batch_size").get<int64_t>(), bt.at("grad_accum").get<int64_t>(), before_world);
+    const std::string is = split(config.train.batch_size, config.train.grad_accum, world_size);
+    if (global_before != global_now) {
+      global_change = "the global batch (train.batch_size x train.grad_accum x ranks): " + std::to_string(global_before) +
+                      " (" + was + ") -> " + std::to_string(global_now) + " (" + is + "); keep " +
+                      std::to_string(global_before) + ", split as you like";
+    } else {
+      if (was != is) batch_changes.push_back("the global batch " + std::to_string(global_now) + " split as " + is + " (was " + was + ")");
+      before["train"]["batch_size"] = now["train"]["batch_size"];
+      before["train"]["grad_accum"] = now["train"]["grad_accum"];
+    }
+  } catch (const json::exception&) {
+    // An old checkpoint without these keys: compare_configs below reports what differs.
+  }
+  ConfigChanges changes = compare_configs(before, now, config_defaults(config));
+  changes.harmless.insert(changes.harmless.end(), batch_changes.begin(), batch_changes.end());
+  if (!global_change.empty()) changes.incompatible.insert(changes.incompatible.begin(), global_change);
   if (!changes.incompatible.empty()) {
     std::string list;
     for (const auto& c : changes.incompatible) list += (list.empty() ? "" : "; ") + c;
@@ -623,18 +897,26 @@ std::optional<ResumePoint> find_resume(const Config& config, const std::string& 
 
 }  // namespace
 
-TrainSummary train(const Config& config, const TrainOptions& options) {
-  apply_threads(config.run.threads);
+TrainSummary train(const Config& config_in, const TrainOptions& options) {
+  apply_threads(config_in.run.threads);
   kd_loss_cpu_isa();  // a bad DISTILL_CPU_ISA is reported before anything is written
+  // From the start: a stop signal while the models load (or the ranks meet) stops the run after its first
+  // step instead of killing it.
+  PreemptionGuard preemption;
+  const dist::Launch launch = dist::launch_from_env();
+  // Each rank of a data-parallel job on a GPU node takes the GPU of its local rank, as torchrun users expect.
+  Config config = config_in;
+  if (launch.distributed() && (config.run.device == "auto" || config.run.device == "cuda") && torch::cuda::is_available())
+    config.run.device = "cuda:" + std::to_string(launch.local_rank);
   Workspace ws = prepare_workspace(config);
   check_batch_size(config, ws);
   const std::string& out_dir = config.run.out_dir;
   std::optional<ResumePoint> resume;
   if (!options.resume.empty()) {
     if (options.existing == ExistingRun::overwrite) throw Error("--resume and --overwrite contradict each other; choose one");
-    resume = find_resume(config, options.resume);
+    resume = find_resume(config, options.resume, launch.world_size);
     bool summarised = paths::exists(paths::join(out_dir, "summary.json"));
-    if (resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train->size())) {
+    if (resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train->size(), launch.world_size)) {
       // Nothing left to train: report the checkpoint's accuracy and touch no file.
       RunLog console("");
       Trainer trainer(config, ws, console, out_dir, &*resume);
@@ -646,8 +928,26 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
       s.steps = s.resumed_from_step = trainer.step();
       s.final_eval = trainer.evaluate_now();
       s.student_path = paths::join(out_dir, "student.safetensors");
+      s.rank = launch.rank;
       return s;
     }
+  }
+  // A data-parallel run: the ranks meet once every input has been checked (a bad config fails each rank by
+  // itself, at once). Only rank 0 writes into run.out_dir, which must be a folder every rank sees (resume).
+  std::unique_ptr<dist::Communicator> comm;
+  if (launch.distributed()) {
+    comm = dist::connect(launch, dist::CommOptions{config.dist.backend, config.dist.timeout_s});
+    const int64_t step = resume ? resume->step : -1;
+    at::Tensor steps = torch::tensor({static_cast<double>(step), -static_cast<double>(step)}, torch::kDouble);
+    comm->all_reduce(steps, dist::ReduceOp::max);
+    if (steps[0].item<double>() != -steps[1].item<double>())
+      throw Error("--resume: the ranks found different checkpoints (this rank step " + std::to_string(step) +
+                  "); run.out_dir must be one folder that every rank sees (a shared filesystem)");
+  }
+  if (launch.rank != 0) {
+    std::unique_ptr<RunLog> quiet = RunLog::for_rank(launch.rank);
+    Trainer trainer(config, ws, *quiet, out_dir, resume ? &*resume : nullptr, comm.get());
+    return trainer.run();
   }
   prepare_out_dir(out_dir, options.existing, /*resuming=*/!options.resume.empty());
   if (!options.resume.empty()) trim_metrics(paths::join(out_dir, "metrics.jsonl"), resume ? resume->step : 0);
@@ -669,8 +969,7 @@ TrainSummary train(const Config& config, const TrainOptions& options) {
     log.info("teacher: " + ws.teacher->describe() + " (" + std::to_string(ws.teacher->parameter_count()) + " parameters)");
   else
     log.info("no teacher: supervised training with cross-entropy");
-  Trainer trainer(config, ws, log, out_dir, resume ? &*resume : nullptr);
-  PreemptionGuard preemption;
+  Trainer trainer(config, ws, log, out_dir, resume ? &*resume : nullptr, comm.get());
   return trainer.run();
 }
 

@@ -94,6 +94,14 @@ struct TrainConfig {
   std::string precision = "float32";  // float32 | bfloat16: autocast, with float32 master weights
 };
 
+// Data parallel (several processes launched by torchrun or srun; include/distill/dist/launch.h). Ignored by a
+// process launched alone.
+struct DistConfig {
+  std::string backend = "auto";  // auto | gloo | nccl (auto: gloo on CPU)
+  double timeout_s = 1800;       // a rendezvous or collective not done by then fails every rank (PyTorch's default)
+  int64_t zero = 0;              // 1: ZeRO stage 1, each rank keeps the optimizer state of its share of the weights
+};
+
 struct CheckpointConfig {
   int64_t every = 0;      // optimizer steps between checkpoints; 0 = at the end of every epoch
   int64_t keep_last = 2;  // newest checkpoints kept
@@ -108,6 +116,7 @@ struct Config {
   OptimConfig optim;
   TrainConfig train;
   CheckpointConfig checkpoint;
+  DistConfig dist;
 };
 
 // Field lists: f(json_key, member, help). One list per section; the schema of the whole file.
@@ -169,6 +178,11 @@ template <class F> void visit_fields(TrainConfig& c, F&& f) {
   f("max_bad_steps", c.max_bad_steps, "consecutive steps with a non-finite loss or gradient (each skipped) before the run stops");
   f("precision", c.precision, "float32 | bfloat16 (also fp32, bf16): bfloat16 runs forward passes under autocast (matrix products in bfloat16; float32 master weights, optimizer state and loss)");
 }
+template <class F> void visit_fields(DistConfig& c, F&& f) {
+  f("backend", c.backend, "auto | gloo | nccl: the c10d process group of a data-parallel run (torchrun, srun)");
+  f("timeout_s", c.timeout_s, "seconds a rendezvous or collective may take before every rank stops with an error (a rank died)");
+  f("zero", c.zero, "0 | 1: ZeRO stage 1, the optimizer state sharded across ranks (each updates its share of the weights, then shares them)");
+}
 template <class F> void visit_fields(CheckpointConfig& c, F&& f) {
   f("every", c.every, "optimizer steps between checkpoints; 0 = every epoch end");
   f("keep_last", c.keep_last, "number of newest checkpoints kept");
@@ -183,6 +197,7 @@ template <class G> void visit_sections(Config& c, G&& g) {
   g("optim", c.optim, "optimizer and learning-rate schedule");
   g("train", c.train, "the training loop");
   g("checkpoint", c.checkpoint, "periodic checkpoints");
+  g("dist", c.dist, "data-parallel training across processes (launched by torchrun or srun)");
 }
 
 // Reads `path` (JSON), applies `overrides` ("a.b=value", value parsed as JSON where it parses and the field

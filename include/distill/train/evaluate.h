@@ -6,7 +6,9 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <string>
+#include <vector>
 
 #include <ATen/core/Tensor.h>
 #include <c10/core/Device.h>
@@ -49,6 +51,10 @@ class EvalAccumulator {
   // `teacher` null: no teacher.
   void add(const ModelOutput& student, const ModelOutput* teacher, const at::Tensor& targets, int64_t examples);
   EvalResult result() const;
+  // The counts and sums behind result(), as doubles, and the same set back (added over the ranks of a
+  // data-parallel run that each scored a part of the batches).
+  std::vector<double> sums() const;
+  void set_sums(const std::vector<double>& sums);
 
  private:
   KdLossOptions options_;
@@ -59,7 +65,10 @@ class EvalAccumulator {
 };
 
 // Both models in eval mode over every batch of `source` (`batch_size` examples each), without gradients.
+// A data-parallel run passes its rank as `shard` of `shards`: each scores every shards-th batch, and
+// `add_over_ranks` sums the accumulated values over the ranks (in place) before the result is taken.
 EvalResult evaluate(Model& student, Model* teacher, const BatchSource& source, const LossConfig& loss,
-                    int64_t batch_size, int64_t chunk_rows, const c10::Device& device);
+                    int64_t batch_size, int64_t chunk_rows, const c10::Device& device, int64_t shard = 0,
+                    int64_t shards = 1, const std::function<void(std::vector<double>&)>& add_over_ranks = {});
 
 }  // namespace distill

@@ -64,6 +64,7 @@ struct TrainSummary {
   std::string student_path;
   std::string checkpoint_path;  // the newest checkpoint written
   int stop_signal = 0;
+  int64_t rank = 0;  // a data-parallel run: this process's rank (only rank 0 writes files and reports)
 };
 
 TrainSummary train(const Config& config, const TrainOptions& options = {});
