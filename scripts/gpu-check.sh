@@ -5,7 +5,10 @@
 # Logs and JSON go to $OUT (or /tmp/gpu-out).
 #
 # GPU_CHECK_STAGES picks stages (default: all but tune and ncu, in this order):
-#   build kernel-test ctest sanitize train bench tune ncu
+#   hf build lm kernel-test ctest sanitize train bench tune ncu
+# lm: the language-model path on the GPU (tokenizer, pack, llama teacher, distilled student live and from a
+# teacher cache, generate --topk, bfloat16 autocast), with tokens/s; hf: tests/fixtures/check_against_transformers.py,
+# our llama and tokenizer fixtures against the machine's transformers / tokenizers (CPU).
 # tune: the experimental kernels of dev/cuda (built here with DISTILL_CUDA_DEV=ON), each program validating its
 # settings against the CPU reference and timing them beside the production kernel, in one call; ncu: Nsight
 # Compute sections of the big-shape kernels, production and dev/cuda. The build stage always runs.
@@ -13,26 +16,75 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 out=${OUT:-/tmp/gpu-out}
 mkdir -p "$out"
-stages=" ${GPU_CHECK_STAGES:-build ctest sanitize train bench} "
+stages=" ${GPU_CHECK_STAGES:-build ctest sanitize train lm hf bench} "
 want() { [[ "$stages" == *" $1 "* ]]; }
-export LD_LIBRARY_PATH=$PWD/.gpu-deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+deps=$PWD/.gpu-deps
+export LD_LIBRARY_PATH=$deps/usr/lib/x86_64-linux-gnu:${LD_LIBRARY_PATH:-}
+# pkg-config (staged pkgconf) finds the staged .pc files, with their /usr paths under .gpu-deps.
+export PKG_CONFIG_LIBDIR=$deps/usr/lib/x86_64-linux-gnu/pkgconfig:$deps/usr/share/pkgconfig PKG_CONFIG_SYSROOT_DIR=$deps
 prefix=$(python3 -c 'import torch;print(torch.utils.cmake_prefix_path)')
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.mem --format=csv | tee "$out/gpu.txt"
 t0=$(date +%s)
 stage() { echo "== $1 ($(date +%T), +$(( $(date +%s) - t0 )) s)"; }
 rc=0
 
+# hf needs no build (the machine's python3 and the fixtures): first, so that a failed build still reports it.
+if want hf; then
+  stage hf
+  # Our llama fixtures and tokenizer goldens against the real transformers / tokenizers (not installed here).
+  timeout 300 python3 tests/fixtures/check_against_transformers.py > "$out/hf.log" 2>&1
+  k=$?
+  [ $k -ne 0 ] && rc=$k
+  echo "check_against_transformers: exit $k"
+  cat "$out/hf.log" | tail -40
+fi
+
 stage configure
 # The CUDA emulator's copy of the kernel tests is off here: the real ones run, and device time is scarce.
-# DISTILL_CUDA_DEV: dev/cuda's programs, for the tune and ncu stages (and so that they keep building).
+# DISTILL_CUDA_DEV: dev/cuda's programs, for the tune and ncu stages (only then: device time is scarce).
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DDISTILL_CUDA=ON -DDISTILL_CUDA_EMULATOR_TESTS=OFF \
-  -DDISTILL_CUDA_DEV=ON \
+  -DDISTILL_CUDA_DEV=$( (want tune || want ncu) && echo ON || echo OFF) -DPKG_CONFIG_EXECUTABLE="$deps/usr/bin/pkgconf" \
   -DCMAKE_PREFIX_PATH="$prefix;$PWD/.gpu-deps/usr" -DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0 \
   > "$out/configure.log" 2>&1 || { tail -40 "$out/configure.log"; exit 1; }
 stage build
 if ! cmake --build build-gpu -j 16 -- -k 0 > "$out/build.log" 2>&1; then
   grep -E "error|Error" -A4 "$out/build.log" | head -120
   exit 1
+fi
+
+if want lm; then
+  stage lm
+  # The language-model path on the GPU, as the quickstart runs it on CPU: the Tiny Shakespeare tokenizer and
+  # token shards, the llama teacher, the student distilled live (float32 and bfloat16 autocast) and from a
+  # teacher cache, and the teacher's generations with their top-k log-probabilities imported as a cache.
+  b=build-gpu/distill lm=/tmp/gpu-lm
+  rm -rf "$lm"; mkdir -p "$lm"
+  printf '{"prompt": "ROMEO:"}\n{"prompt": "JULIET:"}\n{"prompt": "KING HENRY:"}\n{"prompt": "First Citizen:"}\n' > "$lm/prompts.jsonl"
+  (
+    set -e
+    $b data tokenizer --in data/tinyshakespeare.txt --vocab-size 1024 --out "$lm/tok.model"
+    $b data pack --tokenizer "$lm/tok.model" --in data/tinyshakespeare.txt --out "$lm/tokens" --val-fraction 0.1
+    $b train --config configs/shakespeare-teacher.json --set run.device=cuda --set data.path="$lm/tokens" --out "$lm/teacher"
+    for precision in float32 bfloat16; do
+      $b train --config configs/shakespeare-student.json --set run.device=cuda --set data.path="$lm/tokens" \
+        --set teacher.path="$lm/teacher/student" --set train.precision=$precision --out "$lm/student-$precision"
+    done
+    $b cache-teacher --config configs/shakespeare-student.json --set run.device=cuda --set data.path="$lm/tokens" \
+      --set teacher.path="$lm/teacher/student" --topk 64 --out "$lm/cache"
+    $b train --config configs/shakespeare-student.json --set run.device=cuda --set data.path="$lm/tokens" \
+      --set teacher.path="$lm/teacher/student" --set teacher.cache="$lm/cache" --out "$lm/student-cache"
+    $b generate --model "$lm/teacher" --prompts "$lm/prompts.jsonl" --out "$lm/gen.jsonl" --samples-per-prompt 4 \
+      --max-new-tokens 48 --temperature 1 --top-p 0.95 --seed 1 --topk 20 --device cuda
+    $b generate --model "$lm/student-cache" --prompt "ROMEO:" --max-new-tokens 48 --device cuda
+  ) > "$out/lm.log" 2>&1
+  k=$?
+  [ $k -ne 0 ] && rc=$k
+  echo "lm on cuda: exit $k"
+  for run in teacher student-float32 student-bfloat16 student-cache; do
+    [ -f "$lm/$run/summary.json" ] && echo "  $run: $(python3 -c "import json,sys;s=json.load(open(sys.argv[1]));print('val_ppl %.3f' % s['val_ppl'])" "$lm/$run/summary.json") \
+$(grep '"event": *"train"' "$lm/$run/metrics.jsonl" | tail -1 | python3 -c "import json,sys;e=json.loads(sys.stdin.read());print('tokens/s %.0f' % e.get('tokens_per_s',0))")"
+  done
+  [ $k -ne 0 ] && tail -20 "$out/lm.log"
 fi
 
 if want kernel-test; then
@@ -46,7 +98,7 @@ fi
 if want ctest; then
   stage ctest
   nm -D "$(python3 -c "import torch,os;print(os.path.join(os.path.dirname(torch.__file__),'lib','libtorch_cpu.so'))")" | grep -c "St10filesystem" | sed "s/^/libtorch_cpu std::filesystem symbols exported: /"
-  ctest --test-dir build-gpu -j 8 --timeout 600 --output-on-failure > "$out/ctest.log" 2>&1
+  ctest --test-dir build-gpu -j 12 --timeout 300 --output-on-failure > "$out/ctest.log" 2>&1
   k=$?
   [ $k -ne 0 ] && rc=$k
   grep -E "tests passed|Failed|\*\*\*|Skipped" "$out/ctest.log" | tail -25
@@ -82,6 +134,7 @@ if want train; then
   echo "train on cuda: exit $k ($(grep -h '^student val' "$out/train.log" | tr '\n' ' '))"
   rm -rf "$out/run-teacher" "$out/run-student"
 fi
+
 
 if want bench; then
   stage bench

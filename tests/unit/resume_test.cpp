@@ -35,6 +35,15 @@ std::string write_config(const ScratchDir& dir, const std::string& name, const j
   return dir / name;
 }
 
+// Waits until the run's log says it trains (its signal handlers are in place long before), up to 2 minutes:
+// a fixed sleep was too short on a loaded machine that also loads CUDA's libraries.
+void wait_for_training(const std::string& log) {
+  for (int i = 0; i < 1200; ++i) {
+    if (distill::paths::exists(log) && distill::test::read_text(log).find("training ") != std::string::npos) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 std::string student_bytes(const std::string& run_dir) { return distill::test::read_text(run_dir + "/student.safetensors"); }
 
 }  // namespace
@@ -114,7 +123,7 @@ TEST_CASE("preemption: SIGTERM checkpoints and exits 75, a second SIGINT exits a
   std::string config = write_config(dir, "c.json", c);
   SECTION("SIGTERM") {
     pid_t pid = distill::test::spawn_distill({"train", "--config", config}, {}, dir / "log.txt");
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    wait_for_training(dir / "log.txt");
     ::kill(pid, SIGTERM);
     int code = distill::test::wait_exit(pid);
     std::string log = distill::test::read_text(dir / "log.txt");
@@ -125,14 +134,14 @@ TEST_CASE("preemption: SIGTERM checkpoints and exits 75, a second SIGINT exits a
   }
   SECTION("SIGUSR1 (Slurm --signal)") {
     pid_t pid = distill::test::spawn_distill({"train", "--config", config}, {}, dir / "log.txt");
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    wait_for_training(dir / "log.txt");
     ::kill(pid, SIGUSR1);
     CHECK(distill::test::wait_exit(pid) == 75);
     CHECK_THAT(distill::test::read_text(dir / "log.txt"), Catch::Contains("stopped by SIGUSR1"));
   }
   SECTION("second SIGINT") {
     pid_t pid = distill::test::spawn_distill({"train", "--config", config}, {}, dir / "log.txt");
-    std::this_thread::sleep_for(std::chrono::milliseconds(1500));
+    wait_for_training(dir / "log.txt");
     ::kill(pid, SIGINT);
     ::kill(pid, SIGINT);
     int code = distill::test::wait_exit(pid);
