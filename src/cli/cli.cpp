@@ -13,6 +13,7 @@
 #include "distill/config/config.h"
 #include "distill/data/pack.h"
 #include "distill/dist/comm.h"
+#include "distill/dist/launch.h"
 #include "distill/error.h"
 #include "distill/train/trainer.h"
 
@@ -239,6 +240,14 @@ int run_cli(int argc, char** argv) {
     std::cout << validate_args.path << ": ok\n";
     return 0;
   }
+  // Only `train` runs as one rank of several; the commands that write one file or folder would have every rank
+  // write it at once.
+  for (const auto& [cmd, name] : {std::pair{cache_cmd, "cache-teacher"}, std::pair{generate_cmd, "generate"},
+                                  std::pair{pack_cmd, "data pack"}, std::pair{tokenizer_cmd, "data tokenizer"}})
+    if (cmd->parsed() && dist::launch_from_env().distributed())
+      throw Error(std::string(name) + ": runs as one process, but this one was launched as one of several (RANK/"
+                  "WORLD_SIZE or SLURM_PROCID/SLURM_NTASKS are set), and every process would write the same output; "
+                  "run it without torchrun or srun, or with one process (--nproc_per_node 1, srun -n 1)");
   if (cache_cmd->parsed()) {
     if (cache_opts.topk < 0) throw Error("--topk: must be >= 0 (0 = 64, or the vocabulary when smaller)");
     if (cache_opts.from.empty() && cache_cmd->count("--temperature") > 0)

@@ -937,6 +937,23 @@ TrainSummary train(const Config& config_in, const TrainOptions& options) {
   std::unique_ptr<dist::Communicator> comm;
   if (launch.distributed()) {
     comm = dist::connect(launch, dist::CommOptions{config.dist.backend, config.dist.timeout_s});
+    // Every rank must run the same job: the same config (where it may differ: the folder, threads, device) and
+    // data. Ranks that differ would read other orders or take another number of steps and hang at the end.
+    json job = to_json(config);
+    for (const char* key : {"out_dir", "threads", "device"}) job["run"].erase(key);
+    job["train_examples"] = ws.data.train->size();
+    job["val_examples"] = ws.data.val->size();
+    job["student_parameters"] = ws.student->parameter_count();
+    const std::string digest = sha256_hex(job.dump());
+    const int64_t hi = std::stoll(digest.substr(0, 6), nullptr, 16), lo = std::stoll(digest.substr(6, 6), nullptr, 16);
+    at::Tensor same = torch::tensor({static_cast<double>(hi), static_cast<double>(lo), -static_cast<double>(hi),
+                                     -static_cast<double>(lo)}, torch::kDouble);
+    comm->all_reduce(same, dist::ReduceOp::max);
+    const double* d = same.data_ptr<double>();
+    if (d[0] != -d[2] || d[1] != -d[3])
+      throw Error("dist: rank " + std::to_string(launch.rank) + "'s job differs from another rank's (its config, data "
+                  "or student: job fingerprint " + digest.substr(0, 12) + "); start every rank with the same --config, "
+                  "--set options and data");
     const int64_t step = resume ? resume->step : -1;
     at::Tensor steps = torch::tensor({static_cast<double>(step), -static_cast<double>(step)}, torch::kDouble);
     comm->all_reduce(steps, dist::ReduceOp::max);

@@ -354,6 +354,31 @@ TEST_CASE("dist: a rank that dies makes the others stop with a clear error, not 
   CHECK(seconds < 60);
 }
 
+TEST_CASE("dist: ranks started with different jobs are refused, and the one-process commands refuse a launch") {
+  ScratchDir dir("dist-mismatch");
+  json c = {{"run", {{"out_dir", dir / "run"}, {"seed", 3}, {"threads", 1}, {"device", "cpu"}}},
+            {"data", {{"path", distill::test::source_path("data/digits.csv.gz")}, {"train_rows", 300}}},
+            {"student", {{"arch", "mlp"}, {"hidden", {16}}}},
+            {"train", {{"epochs", 1}, {"batch_size", 20}}},
+            {"dist", {{"timeout_s", 30}}}};
+  const std::string config = write_config(dir, "c.json", c);
+  // A command that writes one output, launched as one of two processes: refused before it writes anything.
+  auto cache = run_distill("cache-teacher --config " + config, "RANK=1 WORLD_SIZE=2 MASTER_ADDR=127.0.0.1 MASTER_PORT=1");
+  CHECK(cache.exit_code == 1);
+  CHECK_THAT(cache.output, Catch::StartsWith("error: cache-teacher: runs as one process") && Catch::Contains("--nproc_per_node 1"));
+  if (!gloo_in_build()) return;
+  // Rank 1 with another micro-batch: both ranks stop at the start with one error line each.
+  auto ranks = run_ranks(dir, "mismatch", 2, {"train", "--config", config}, {}, {{1, {"--set", "train.batch_size=10"}}});
+  INFO("rank 0:\n" << ranks[0].log << "\nrank 1:\n" << ranks[1].log);
+  for (int r = 0; r < 2; ++r) {
+    CHECK(ranks[static_cast<size_t>(r)].exit_code == 1);
+    CHECK(distill::test::count_lines_starting(ranks[static_cast<size_t>(r)].log, "error: ") == 1);
+    CHECK_THAT(ranks[static_cast<size_t>(r)].log,
+               Catch::Contains("error: dist: rank " + std::to_string(r) + "'s job differs from another rank's"));
+  }
+  CHECK_FALSE(distill::paths::exists(dir / "run/checkpoints"));
+}
+
 TEST_CASE("dist: launched by PyTorch's torch.distributed.run (its agent store), as by plain variables") {
   if (!gloo_in_build()) return;
   // Debian's python3-torch provides the launcher; its default --redirects breaks on Python 3.11 (an IntFlag
