@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iostream>
@@ -120,19 +121,29 @@ struct CompleteLines {
 CompleteLines complete_records(const std::string& path, int64_t samples) {
   CompleteLines out;
   if (!paths::exists(path)) return out;
-  const std::string text = read_all(path, "--out");
+  // Streamed, a line at a time: a logprobs file holds K entries per generated token and can be far larger
+  // than memory. Its lines start {"index":I,"sample":S, so that only that prefix is read; the records' lines
+  // are small and parsed whole.
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error("--out: cannot read " + path + " (" + std::strerror(errno) + ")");
+  std::string line;
   size_t at = 0;
-  while (at < text.size()) {
-    const size_t end = text.find('\n', at);
-    if (end == std::string::npos) break;  // no newline: the write was cut
+  while (std::getline(in, line)) {
+    if (in.eof()) break;  // no newline: the write was cut
     const int64_t n = out.records;
-    const nlohmann::json j = nlohmann::json::parse(text.substr(at, end - at), nullptr, false);
-    if (j.is_discarded() || !j.is_object() || j.value("index", int64_t{-1}) != n / samples ||
-        j.value("sample", int64_t{-1}) != n % samples)
+    long long index = -1, sample = -1;
+    if (std::sscanf(line.c_str(), "{\"index\":%lld,\"sample\":%lld,", &index, &sample) != 2) {
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.is_object()) {
+        index = j.value("index", int64_t{-1});
+        sample = j.value("sample", int64_t{-1});
+      }
+    }
+    if (index != n / samples || sample != n % samples)
       throw Error("--out: " + path + ": line " + std::to_string(n + 1) + " is not the record this run would write there; "
                   "give another --out, or --overwrite");
     ++out.records;
-    at = end + 1;
+    at += line.size() + 1;
     out.ends.push_back(at);
   }
   return out;
@@ -150,7 +161,7 @@ void keep_lines(const std::string& path, const CompleteLines& lines, int64_t kee
 // the completion's ids, eos) and, at each generated position, the top-k of the distribution it was drawn
 // from; null where nothing was generated (the prompt, and an eos appended after a completion cut at
 // --max-new-tokens). vLLM's prompt_logprobs layout, which `cache-teacher --from` reads.
-nlohmann::json logprobs_record(int64_t index, int64_t sample, const std::vector<int64_t>& prompt,
+std::string logprobs_record(int64_t index, int64_t sample, const std::vector<int64_t>& prompt,
                                const std::vector<int64_t>& completion_ids, const std::vector<TopLogprobs>& steps,
                                std::optional<int32_t> data_eos, bool eos_generated) {
   nlohmann::json ids = nlohmann::json::array(), lps = nlohmann::json::array();
@@ -171,7 +182,9 @@ nlohmann::json logprobs_record(int64_t index, int64_t sample, const std::vector<
     ids.push_back(*data_eos);
     lps.push_back(eos_generated ? entry(steps.back()) : nlohmann::json(nullptr));
   }
-  return {{"index", index}, {"sample", sample}, {"prompt_token_ids", ids}, {"prompt_logprobs", lps}};
+  // "index" and "sample" first (complete_records reads only them); nlohmann sorts an object's keys.
+  const std::string rest = nlohmann::json{{"prompt_token_ids", ids}, {"prompt_logprobs", lps}}.dump();
+  return "{\"index\":" + std::to_string(index) + ",\"sample\":" + std::to_string(sample) + "," + rest.substr(1);
 }
 
 void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tokenizer, const GenerateOptions& g,
@@ -209,12 +222,13 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
     const nlohmann::json old = nlohmann::json::parse(read_all(settings_path, "--out"), nullptr, false);
     if (old != settings) {
       std::string diff = "the file is not JSON";
-      if (old.is_object())
-        for (auto it = settings.begin(); it != settings.end(); ++it)
-          if (!old.contains(it.key()) || old[it.key()] != it.value()) {
+      if (old.is_object()) {
+        for (auto it = settings.begin(); it != settings.end() && diff == "the file is not JSON"; ++it)
+          if (!old.contains(it.key()) || old[it.key()] != it.value())
             diff = it.key() + ": " + (old.contains(it.key()) ? old[it.key()].dump() : "absent") + " vs " + it.value().dump();
-            break;
-          }
+        for (auto it = old.begin(); it != old.end() && diff == "the file is not JSON"; ++it)
+          if (!settings.contains(it.key())) diff = it.key() + ": " + it.value().dump() + " vs absent";
+      }
       throw Error("--out: " + o.out + " was written with other settings (" + diff + "); give another --out, or --overwrite");
     }
   } else {
@@ -228,6 +242,9 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
   if (o.topk > 0) {
     const CompleteLines done_logprobs = complete_records(logprobs_path, o.samples_per_prompt);
     next = std::min(next, done_logprobs.records);
+    if (next < done_records.records)
+      log << o.out << ": keeping " << next << " of its " << done_records.records << " records, those " << logprobs_path
+          << " has too; the rest are generated again (the same text: each record has its own seed)\n";
     keep_lines(logprobs_path, done_logprobs, next);
   }
   keep_lines(o.out, done_records, next);
@@ -288,7 +305,7 @@ void run_prompts(const GenerateCliOptions& o, LoadedLm& lm, const Tokenizer& tok
         const std::optional<int32_t> data_eos = tokenizer.eos_id();
         const bool eos_generated = ended_at_eos && data_eos && *data_eos == *g.eos_id;
         logprobs_lines += logprobs_record(r / o.samples_per_prompt, r % o.samples_per_prompt, ids[w], completion_ids,
-                                          steps[w], data_eos, eos_generated).dump() + "\n";
+                                          steps[w], data_eos, eos_generated) + "\n";
       }
     }
     if (o.topk > 0) {

@@ -105,13 +105,15 @@ Launch launch_from_env(const EnvLookup& env) {
     const std::optional<std::string> agent = env("TORCHELASTIC_USE_AGENT_STORE");
     l.agent_store = agent && (*agent == "True" || *agent == "true" || *agent == "1");
     l.restart_count = integer(env, "TORCHELASTIC_RESTART_COUNT").value_or(0);
-  } else if (const std::optional<int64_t> procid = integer(env, "SLURM_PROCID")) {
-    const std::optional<int64_t> ntasks = integer(env, "SLURM_NTASKS");
-    if (!ntasks) throw Error("environment: SLURM_PROCID is set but SLURM_NTASKS is not; run under srun, or unset SLURM_PROCID");
+  } else if (const std::optional<int64_t> step_tasks = integer(env, "SLURM_STEP_NUM_TASKS")) {
+    // Only an srun step sets SLURM_STEP_NUM_TASKS: the batch script itself (or an salloc shell) also has
+    // SLURM_PROCID and the job's SLURM_NTASKS, and a distill started there is one process.
+    const std::optional<int64_t> procid = integer(env, "SLURM_PROCID");
+    if (!procid) throw Error("environment: SLURM_STEP_NUM_TASKS is set but SLURM_PROCID is not; run under srun, or unset it");
     l.launcher = Launcher::slurm;
     l.rank = *procid;
-    l.world_size = *ntasks;
-    check_rank(l, "SLURM_PROCID", "SLURM_NTASKS");
+    l.world_size = *step_tasks;
+    check_rank(l, "SLURM_PROCID", "SLURM_STEP_NUM_TASKS");
     l.local_rank = integer(env, "SLURM_LOCALID").value_or(0);
     if (const auto addr = env("MASTER_ADDR")) {
       l.master_addr = *addr;

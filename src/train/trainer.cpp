@@ -226,6 +226,7 @@ class Trainer {
     for (auto& [name, t] : ws_.student->state())
       if (t.requires_grad()) param_names_.push_back(name);
     params_ = ws_.student->parameters();
+    for (auto& [name, t] : ws_.student->state()) has_buffers_ = has_buffers_ || !t.requires_grad();
     zero_ = comm_ && c_.dist.zero == 1;
     if (zero_) {
       shard_parameters();
@@ -313,13 +314,14 @@ class Trainer {
         if (step_ == kill_after_step_) ::raise(SIGKILL);  // tests: a rank that dies
         if (int signal = agreed_signal(PreemptionGuard::requested()); signal != 0 && !last) {
           if (!checkpointed) s.checkpoint_path = checkpoint(epoch, end);
-          // No rank exits before rank 0's checkpoint is written: a launcher may end the job at the first exit.
-          if (comm_) comm_->barrier();
           log_.end_progress();
           if (rank_ == 0)
             log_.warn(std::string("stopped by ") + signal_name(signal) + " after step " + std::to_string(step_) +
                       "; checkpoint " + s.checkpoint_path + "; continue with: distill train --config ... --resume auto");
           log_.event({{"event", "preempted"}, {"step", step_}, {"signal", signal_name(signal)}});
+          // No rank exits before rank 0 has written and said everything: a launcher (srun --kill-on-bad-exit)
+          // may end the job at the first exit.
+          if (comm_) comm_->barrier();
           s.end = RunEnd::preempted;
           s.stop_signal = signal;
           s.steps = step_;
@@ -332,7 +334,10 @@ class Trainer {
     s.final_eval = run_eval("final");
     s.steps = step_;
     s.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    if (rank_ != 0) return s;  // rank 0 writes the student and the summary
+    if (rank_ != 0) {
+      comm_->barrier();  // rank 0 writes the student and the summary
+      return s;
+    }
     s.student_path = save_student();
     json summary = s.final_eval.to_json();
     summary["steps"] = s.steps;
@@ -341,6 +346,7 @@ class Trainer {
     summary["student"] = s.student_path;
     // Written last: its presence marks a finished run.
     write_file_atomic(paths::join(out_dir_, "summary.json"), summary.dump(2) + "\n");
+    if (comm_) comm_->barrier();  // the other ranks wait for it (see the stop above)
     return s;
   }
 
@@ -420,6 +426,7 @@ class Trainer {
       return r;
     }
     ws_.student->set_training(true);
+    if (comm_ && has_buffers_) broadcast_buffers();
     zero_grads();
     // The terms add up where they are computed: one device-to-host copy per step, not per micro-batch.
     at::Tensor terms = torch::zeros({3}, torch::TensorOptions().device(ws_.device));
@@ -473,7 +480,15 @@ class Trainer {
       bytes = 0;
     };
     torch::NoGradGuard no_grad;
-    for (at::Tensor& p : params_) {
+    // A weight no rank computed a gradient for (unused by the graph) keeps none, as with one process, so that
+    // the optimizer skips it; one that some rank did not reach gets zeros there.
+    at::Tensor has = torch::zeros({static_cast<int64_t>(params_.size())}, torch::kDouble);
+    for (size_t i = 0; i < params_.size(); ++i) has[static_cast<int64_t>(i)] = params_[i].grad().defined() ? 1.0 : 0.0;
+    comm_->all_reduce(has, dist::ReduceOp::max);
+    const double* any = has.data_ptr<double>();
+    for (size_t i = 0; i < params_.size(); ++i) {
+      at::Tensor& p = params_[i];
+      if (any[i] == 0.0) continue;
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
       bucket.push_back(p.mutable_grad());
       bytes += p.numel() * 4;
@@ -575,7 +590,7 @@ class Trainer {
         else t = rank_ == owner ? find(name + "." + kind)->to(torch::kCPU).contiguous() : torch::zeros(params_[i].sizes(), torch::kFloat);
         comm_->broadcast(t, owner);
         if (rank_ == 0)
-          out.emplace_back(name + "." + kind, kind == "step" ? t.to(torch::kInt64).reshape({}) : t.to(params_[i].device()));
+          out.emplace_back(name + "." + kind, kind == "step" ? t.to(torch::kInt64).reshape({}) : t);  // kept on the CPU
       }
     }
     return out;
@@ -589,15 +604,30 @@ class Trainer {
     torch::manual_seed(seed);
   }
 
+  // Rank 0's value of `t` on every rank, through a CPU copy in a type Gloo carries (bool as bytes, 16-bit
+  // floats as float32).
+  void broadcast_from_rank0(at::Tensor& t) {
+    at::Tensor host = t.detach().to(torch::kCPU).contiguous();
+    if (host.scalar_type() == at::kBool) host = host.to(at::kByte);
+    if (host.scalar_type() == at::kBFloat16 || host.scalar_type() == at::kHalf) host = host.to(at::kFloat);
+    comm_->broadcast(host, 0);
+    t.detach().copy_(host);
+  }
+
   // Every rank starts from rank 0's weights (the same seed builds the same student, but a resumed or
   // user-initialised one should not depend on it).
   void broadcast_student() {
     torch::NoGradGuard no_grad;
-    for (auto& [name, t] : ws_.student->state()) {
-      at::Tensor host = t.to(torch::kCPU).contiguous();
-      comm_->broadcast(host, 0);
-      t.copy_(host);
-    }
+    for (auto& [name, t] : ws_.student->state()) broadcast_from_rank0(t);
+  }
+
+  // Buffers (a TorchScript student's batch-norm statistics) follow rank 0's before every step, as PyTorch's
+  // DistributedDataParallel does, so that the ranks do not drift apart and what is evaluated and saved is
+  // what all ranks hold.
+  void broadcast_buffers() {
+    torch::NoGradGuard no_grad;
+    for (auto& [name, t] : ws_.student->state())
+      if (!t.requires_grad()) broadcast_from_rank0(t);
   }
 
   // Update: clip, check, learning rate, step. A non-finite loss or gradient norm skips the step.
@@ -747,6 +777,7 @@ class Trainer {
   // What this rank's optimizer updates: every weight, or under ZeRO-1 (zero_) its share; owner_[i]: the rank
   // that updates params_[i].
   bool zero_ = false;
+  bool has_buffers_ = false;  // the student has buffers (rank 0's are broadcast before each step)
   std::vector<at::Tensor> own_params_;
   std::vector<std::string> own_names_;
   std::vector<int64_t> owner_;
@@ -904,66 +935,89 @@ TrainSummary train(const Config& config_in, const TrainOptions& options) {
   // step instead of killing it.
   PreemptionGuard preemption;
   const dist::Launch launch = dist::launch_from_env();
-  // Each rank of a data-parallel job on a GPU node takes the GPU of its local rank, as torchrun users expect.
+  // Each rank of a data-parallel job on a GPU node takes the GPU of its local rank, as torchrun users expect;
+  // where a rank sees fewer GPUs (Slurm's --gpus-per-task, CUDA_VISIBLE_DEVICES per rank), one of those.
   Config config = config_in;
   if (launch.distributed() && (config.run.device == "auto" || config.run.device == "cuda") && torch::cuda::is_available())
-    config.run.device = "cuda:" + std::to_string(launch.local_rank);
-  Workspace ws = prepare_workspace(config);
-  check_batch_size(config, ws);
-  const std::string& out_dir = config.run.out_dir;
-  std::optional<ResumePoint> resume;
-  if (!options.resume.empty()) {
-    if (options.existing == ExistingRun::overwrite) throw Error("--resume and --overwrite contradict each other; choose one");
-    resume = find_resume(config, options.resume, launch.world_size);
-    bool summarised = paths::exists(paths::join(out_dir, "summary.json"));
-    if (resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train->size(), launch.world_size)) {
-      // Nothing left to train: report the checkpoint's accuracy and touch no file.
-      RunLog console("");
-      Trainer trainer(config, ws, console, out_dir, &*resume);
-      console.info("the run already finished at step " + std::to_string(trainer.step()) + "; nothing to do (raise "
-                   "train.epochs or train.max_steps to train further)");
-      TrainSummary s;
-      s.end = RunEnd::already_finished;
-      s.out_dir = out_dir;
-      s.steps = s.resumed_from_step = trainer.step();
-      s.final_eval = trainer.evaluate_now();
-      s.student_path = paths::join(out_dir, "student.safetensors");
-      s.rank = launch.rank;
-      return s;
-    }
-  }
-  // A data-parallel run: the ranks meet once every input has been checked (a bad config fails each rank by
-  // itself, at once). Only rank 0 writes into run.out_dir, which must be a folder every rank sees (resume).
+    config.run.device = "cuda:" + std::to_string(launch.local_rank % static_cast<int64_t>(torch::cuda::device_count()));
+  // A data-parallel job: the ranks meet first, so that a rank that cannot start (a bad config, a missing file)
+  // stops the others at once instead of leaving them waiting for it.
   std::unique_ptr<dist::Communicator> comm;
   if (launch.distributed()) {
+    // A peer that died closes its sockets: a write to one must be Gloo's error (reported), not SIGPIPE.
+    ::signal(SIGPIPE, SIG_IGN);
     comm = dist::connect(launch, dist::CommOptions{config.dist.backend, config.dist.timeout_s});
-    // Every rank must run the same job: the same config (where it may differ: the folder, threads, device) and
-    // data. Ranks that differ would read other orders or take another number of steps and hang at the end.
-    json job = to_json(config);
-    for (const char* key : {"out_dir", "threads", "device"}) job["run"].erase(key);
-    job["train_examples"] = ws.data.train->size();
-    job["val_examples"] = ws.data.val->size();
-    job["student_parameters"] = ws.student->parameter_count();
-    const std::string digest = sha256_hex(job.dump());
-    const int64_t hi = std::stoll(digest.substr(0, 6), nullptr, 16), lo = std::stoll(digest.substr(6, 6), nullptr, 16);
-    at::Tensor same = torch::tensor({static_cast<double>(hi), static_cast<double>(lo), -static_cast<double>(hi),
-                                     -static_cast<double>(lo)}, torch::kDouble);
-    comm->all_reduce(same, dist::ReduceOp::max);
-    const double* d = same.data_ptr<double>();
-    if (d[0] != -d[2] || d[1] != -d[3])
+  }
+  const std::string& out_dir = config.run.out_dir;
+  Workspace ws;
+  std::optional<ResumePoint> resume;
+  bool finished = false;
+  std::exception_ptr failure;
+  try {
+    ws = prepare_workspace(config);
+    check_batch_size(config, ws);
+    if (!options.resume.empty()) {
+      if (options.existing == ExistingRun::overwrite) throw Error("--resume and --overwrite contradict each other; choose one");
+      resume = find_resume(config, options.resume, launch.world_size);
+      const bool summarised = paths::exists(paths::join(out_dir, "summary.json"));
+      finished = resume && summarised && resume->step >= Trainer::total_steps(config, ws.data.train->size(), launch.world_size);
+    }
+  } catch (...) {
+    failure = std::current_exception();
+  }
+  if (comm) {
+    // One exchange: did a rank fail, did the ranks find the same checkpoint and the same finished run, and do
+    // they run the same job (the config but its folder, threads and device; the data; the student)?
+    std::string digest(12, '0');
+    if (!failure) {
+      json job = to_json(config);
+      for (const char* key : {"out_dir", "threads", "device"}) job["run"].erase(key);
+      job["train_examples"] = ws.data.train->size();
+      job["val_examples"] = ws.data.val->size();
+      job["student_parameters"] = ws.student->parameter_count();
+      digest = sha256_hex(job.dump());
+    }
+    const double hi = static_cast<double>(std::stoll(digest.substr(0, 6), nullptr, 16));
+    const double lo = static_cast<double>(std::stoll(digest.substr(6, 6), nullptr, 16));
+    const double step = resume ? static_cast<double>(resume->step) : -1.0, done = finished ? 1.0 : 0.0;
+    at::Tensor t = torch::tensor({failure ? 1.0 : 0.0, hi, -hi, lo, -lo, step, -step, done, -done}, torch::kDouble);
+    comm->all_reduce(t, dist::ReduceOp::max);
+    const double* d = t.data_ptr<double>();
+    if (failure) std::rethrow_exception(failure);
+    if (d[0] > 0)
+      throw Error("dist: another rank could not start this job (its log says why); rank " + std::to_string(launch.rank) +
+                  " stops too");
+    if (d[1] != -d[2] || d[3] != -d[4])
       throw Error("dist: rank " + std::to_string(launch.rank) + "'s job differs from another rank's (its config, data "
                   "or student: job fingerprint " + digest.substr(0, 12) + "); start every rank with the same --config, "
                   "--set options and data");
-    const int64_t step = resume ? resume->step : -1;
-    at::Tensor steps = torch::tensor({static_cast<double>(step), -static_cast<double>(step)}, torch::kDouble);
-    comm->all_reduce(steps, dist::ReduceOp::max);
-    if (steps[0].item<double>() != -steps[1].item<double>())
-      throw Error("--resume: the ranks found different checkpoints (this rank step " + std::to_string(step) +
-                  "); run.out_dir must be one folder that every rank sees (a shared filesystem)");
+    if (d[5] != -d[6] || d[7] != -d[8])
+      throw Error("--resume: the ranks found different checkpoints (this rank: step " +
+                  std::to_string(static_cast<int64_t>(step)) + "); run.out_dir must be one folder that every rank "
+                  "sees (a shared filesystem)");
+  } else if (failure) {
+    std::rethrow_exception(failure);
+  }
+  if (finished) {
+    // Nothing left to train: report the checkpoint's accuracy and touch no file (rank 0 reports).
+    TrainSummary s;
+    s.end = RunEnd::already_finished;
+    s.out_dir = out_dir;
+    s.rank = launch.rank;
+    s.steps = s.resumed_from_step = resume->step;
+    if (launch.rank != 0) return s;
+    RunLog console("");
+    Trainer trainer(config, ws, console, out_dir, &*resume);
+    console.info("the run already finished at step " + std::to_string(trainer.step()) + "; nothing to do (raise "
+                 "train.epochs or train.max_steps to train further)");
+    s.final_eval = trainer.evaluate_now();
+    s.student_path = paths::join(out_dir, "student.safetensors");
+    return s;
   }
   if (launch.rank != 0) {
     std::unique_ptr<RunLog> quiet = RunLog::for_rank(launch.rank);
     Trainer trainer(config, ws, *quiet, out_dir, resume ? &*resume : nullptr, comm.get());
+    resume.reset();  // the checkpoint's tensors (under ZeRO-1 all the optimizer state) are not kept for the run
     return trainer.run();
   }
   prepare_out_dir(out_dir, options.existing, /*resuming=*/!options.resume.empty());
@@ -987,6 +1041,7 @@ TrainSummary train(const Config& config_in, const TrainOptions& options) {
   else
     log.info("no teacher: supervised training with cross-entropy");
   Trainer trainer(config, ws, log, out_dir, resume ? &*resume : nullptr, comm.get());
+  resume.reset();  // the checkpoint's tensors are not kept for the run
   return trainer.run();
 }
 

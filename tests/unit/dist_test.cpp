@@ -161,7 +161,7 @@ TEST_CASE("dist: the launcher's environment: torchrun, Slurm, none, and the erro
   CHECK(plain.local_rank == 0);
 
   // Slurm: the master is the first node of the job, the port derived from the job id (or given).
-  const Launch sl = launch_from_env(env_of({{"SLURM_PROCID", "5"}, {"SLURM_NTASKS", "16"}, {"SLURM_LOCALID", "5"},
+  const Launch sl = launch_from_env(env_of({{"SLURM_PROCID", "5"}, {"SLURM_STEP_NUM_TASKS", "16"}, {"SLURM_NTASKS", "16"}, {"SLURM_LOCALID", "5"},
                                             {"SLURM_JOB_NODELIST", "gpu[003-004,010],login1"}, {"SLURM_JOB_ID", "123456"}}));
   CHECK(sl.launcher == Launcher::slurm);
   CHECK(sl.rank == 5);
@@ -170,10 +170,11 @@ TEST_CASE("dist: the launcher's environment: torchrun, Slurm, none, and the erro
   CHECK(sl.master_addr == "gpu003");
   CHECK(sl.master_port == 15000 + 3456);
   // torchrun inside an srun step: torchrun's variables win.
-  CHECK(launch_from_env(env_of({{"SLURM_PROCID", "1"}, {"SLURM_NTASKS", "2"}, {"RANK", "0"}, {"WORLD_SIZE", "1"}})).launcher ==
+  CHECK(launch_from_env(env_of({{"SLURM_PROCID", "1"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"RANK", "0"}, {"WORLD_SIZE", "1"}})).launcher ==
         Launcher::env);
-  // One Slurm task (a plain sbatch job): one process.
-  CHECK_FALSE(launch_from_env(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "1"}})).distributed());
+  // One Slurm task, and the batch script of a 4-task job (no srun step): one process.
+  CHECK_FALSE(launch_from_env(env_of({{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "1"}})).distributed());
+  CHECK_FALSE(launch_from_env(env_of({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "4"}, {"SLURM_JOB_NODELIST", "n[1-2]"}})).distributed());
   CHECK(distill::dist::first_slurm_host("n1") == "n1");
   CHECK(distill::dist::first_slurm_host("rack[2-3]-gpu[07,09]") == "rack2-gpu07");
 
@@ -184,8 +185,8 @@ TEST_CASE("dist: the launcher's environment: torchrun, Slurm, none, and the erro
              Catch::StartsWith("environment: MASTER_ADDR is not set"));
   CHECK_THAT(launch_error({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "h"}, {"MASTER_PORT", "70000"}}),
              Catch::StartsWith("environment: MASTER_PORT=70000 is not a TCP port"));
-  CHECK_THAT(launch_error({{"SLURM_PROCID", "0"}}), Catch::StartsWith("environment: SLURM_PROCID is set but SLURM_NTASKS is not"));
-  CHECK_THAT(launch_error({{"SLURM_PROCID", "0"}, {"SLURM_NTASKS", "2"}, {"SLURM_JOB_NODELIST", "gpu[1-2"}}),
+  CHECK_THAT(launch_error({{"SLURM_STEP_NUM_TASKS", "2"}}), Catch::StartsWith("environment: SLURM_STEP_NUM_TASKS is set but SLURM_PROCID is not"));
+  CHECK_THAT(launch_error({{"SLURM_PROCID", "0"}, {"SLURM_STEP_NUM_TASKS", "2"}, {"SLURM_JOB_NODELIST", "gpu[1-2"}}),
              Catch::Contains("unmatched '['") && Catch::Contains("set MASTER_ADDR"));
 }
 
@@ -354,7 +355,7 @@ TEST_CASE("dist: a rank that dies makes the others stop with a clear error, not 
   CHECK(seconds < 60);
 }
 
-TEST_CASE("dist: ranks started with different jobs are refused, and the one-process commands refuse a launch") {
+TEST_CASE("dist: ranks started with different jobs, or that cannot start, stop every rank, and one-process commands refuse a launch") {
   ScratchDir dir("dist-mismatch");
   json c = {{"run", {{"out_dir", dir / "run"}, {"seed", 3}, {"threads", 1}, {"device", "cpu"}}},
             {"data", {{"path", distill::test::source_path("data/digits.csv.gz")}, {"train_rows", 300}}},
@@ -377,6 +378,17 @@ TEST_CASE("dist: ranks started with different jobs are refused, and the one-proc
                Catch::Contains("error: dist: rank " + std::to_string(r) + "'s job differs from another rank's"));
   }
   CHECK_FALSE(distill::paths::exists(dir / "run/checkpoints"));
+  // Rank 1 cannot start at all (a micro-batch larger than the data): it says why, and rank 0 stops at once
+  // instead of waiting dist.timeout_s for it.
+  const auto start = std::chrono::steady_clock::now();
+  auto failed = run_ranks(dir, "failed", 2, {"train", "--config", config}, {}, {{1, {"--set", "train.batch_size=100000"}}});
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  INFO("rank 0:\n" << failed[0].log << "\nrank 1:\n" << failed[1].log);
+  CHECK(failed[1].exit_code == 1);
+  CHECK_THAT(failed[1].log, Catch::Contains("error: train.batch_size: 100000 is larger than"));
+  CHECK(failed[0].exit_code == 1);
+  CHECK_THAT(failed[0].log, Catch::Contains("error: dist: another rank could not start this job"));
+  CHECK(seconds < 25);  // well inside dist.timeout_s = 30
 }
 
 TEST_CASE("dist: launched by PyTorch's torch.distributed.run (its agent store), as by plain variables") {

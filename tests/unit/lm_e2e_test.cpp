@@ -244,6 +244,37 @@ TEST_CASE("lm e2e: tokenizer, pack, teacher, Hugging Face folder, generate, dist
   REQUIRE(gk.exit_code == 0);
   CHECK(distill::test::read_text(dir / "gen4.jsonl") == records);
   {
+    // Killed with two records and half a logprobs line written: the rerun keeps the two, cuts both files back
+    // to them, and writes the same records and log-probabilities (to float rounding: other batches).
+    const std::string lp_path = dir / "gen4.jsonl.logprobs.jsonl";
+    const std::string lp = distill::test::read_text(lp_path);
+    const size_t two = lp.find('\n', lp.find('\n') + 1) + 1;
+    distill::test::write_text(lp_path, lp.substr(0, two) + lp.substr(two, 40));
+    auto again = run_distill(gen + " --out " + (dir / "gen4.jsonl") + " --batch-size 4 --topk 8");
+    INFO(again.output);
+    REQUIRE(again.exit_code == 0);
+    CHECK_THAT(again.output, Catch::Contains("keeping 2 of its 6 records"));
+    CHECK(distill::test::read_text(dir / "gen4.jsonl") == records);
+    std::istringstream want(lp), got(distill::test::read_text(lp_path));
+    int compared_lines = 0;
+    for (std::string a, b; std::getline(want, a) && std::getline(got, b); ++compared_lines) {
+      const json ja = json::parse(a), jb = json::parse(b);
+      CHECK(ja["prompt_token_ids"] == jb["prompt_token_ids"]);
+      REQUIRE(ja["prompt_logprobs"].size() == jb["prompt_logprobs"].size());
+      for (size_t t = 0; t < ja["prompt_logprobs"].size(); ++t) {
+        const json& ea = ja["prompt_logprobs"][t];
+        const json& eb = jb["prompt_logprobs"][t];
+        REQUIRE(ea.is_null() == eb.is_null());
+        if (ea.is_null()) continue;
+        for (auto it = ea.begin(); it != ea.end(); ++it) {
+          REQUIRE(eb.contains(it.key()));
+          CHECK(std::abs(it.value().get<double>() - eb[it.key()].get<double>()) <= 1e-5);
+        }
+      }
+    }
+    CHECK(compared_lines == 6);
+  }
+  {
     const auto tok = distill::Tokenizer::load(dir / "tok.model");
     const distill::JsonlRecords recs = distill::read_jsonl(dir / "gen1.jsonl");
     const auto enc = distill::encode_records(*tok, recs, 0, recs.size(), 1);
@@ -293,6 +324,10 @@ TEST_CASE("lm e2e: tokenizer, pack, teacher, Hugging Face folder, generate, dist
     CHECK(compared >= gen_mf.examples * 9);  // each training record's generated tokens (10; the last may be the eos)
     CHECK(absent > 0);         // the bos and the prompt
   }
+  // Continued without --topk: refused, naming the setting the earlier run had.
+  auto notopk = run_distill(gen + " --out " + (dir / "gen4.jsonl"));
+  CHECK(notopk.exit_code == 1);
+  CHECK_THAT(notopk.output, Catch::Contains("logprobs_topk: 8 vs absent"));
   auto tk = run_distill("generate --model " + (dir / "teacher") + " --prompt hi --topk 4");
   CHECK(tk.exit_code == 1);
   CHECK_THAT(tk.output, Catch::Contains("error: --topk: ") && Catch::Contains("give --prompts"));

@@ -42,6 +42,8 @@ void wait_for_training(const std::string& log) {
     if (distill::paths::exists(log) && distill::test::read_text(log).find("training ") != std::string::npos) return;
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }
+  FAIL("the run did not start training within 2 minutes; its log:\n" +
+       (distill::paths::exists(log) ? distill::test::read_text(log) : std::string("(none)")));
 }
 
 std::string student_bytes(const std::string& run_dir) { return distill::test::read_text(run_dir + "/student.safetensors"); }

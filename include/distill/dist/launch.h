@@ -1,7 +1,8 @@
 // Where this process sits in a data-parallel job, from its launcher's environment: torchrun (`RANK`,
 // `WORLD_SIZE`, `LOCAL_RANK`, `MASTER_ADDR`, `MASTER_PORT`, and under its elastic agent
 // `TORCHELASTIC_USE_AGENT_STORE` / `TORCHELASTIC_RESTART_COUNT`) or Slurm's srun (`SLURM_PROCID`,
-// `SLURM_NTASKS`, `SLURM_LOCALID`, the master from `MASTER_ADDR` or the first host of the job's node list).
+// `SLURM_STEP_NUM_TASKS`, `SLURM_LOCALID`, the master from `MASTER_ADDR` or the first host of the job's node
+// list; the batch script itself, which has SLURM_PROCID and SLURM_NTASKS but no step, runs one process).
 // With none of them set the process runs alone, as always. Torch-free.
 #pragma once
 
