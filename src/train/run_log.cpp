@@ -87,7 +87,9 @@ std::unique_ptr<RunLog> RunLog::for_rank(int64_t rank) {
   auto log = std::make_unique<RunLog>("");
   log->impl_->tty = false;  // no progress line: rank 0 draws it
   log->impl_->logger->sinks()[0]->set_pattern("[%H:%M:%S] rank " + std::to_string(rank) + " %^%l%$ %v");
-  log->impl_->logger->set_level(spdlog::level::warn);
+  // Errors only: rank 0 says every warning of the job (a skipped step, a stop) once; an error ends the process
+  // with its own "error:" line.
+  log->impl_->logger->set_level(spdlog::level::err);
   return log;
 }
 

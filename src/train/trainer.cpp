@@ -1022,7 +1022,8 @@ TrainSummary train(const Config& config_in, const TrainOptions& options) {
   }
   prepare_out_dir(out_dir, options.existing, /*resuming=*/!options.resume.empty());
   if (!options.resume.empty()) trim_metrics(paths::join(out_dir, "metrics.jsonl"), resume ? resume->step : 0);
-  write_file_atomic(paths::join(out_dir, "config.json"), to_json(config).dump(2) + "\n");
+  // The config as given (run.device "auto", not the cuda:N a data-parallel rank took).
+  write_file_atomic(paths::join(out_dir, "config.json"), to_json(config_in).dump(2) + "\n");
   RunLog log(out_dir, /*append=*/!options.resume.empty());
   log.info(std::string("distill ") + DISTILL_VERSION + ", " + std::to_string(at::get_num_threads()) + " threads, CPU loss " +
            kernels::kd_loss_cpu_isa_name(kd_loss_cpu_isa()) + ", out_dir " + out_dir);

@@ -18,7 +18,7 @@ class RunLog {
  public:
   // out_dir empty: console only (no files). append: keep existing train.log / metrics.jsonl (resume).
   explicit RunLog(const std::string& out_dir, bool append = false);
-  // A data-parallel rank other than 0: console only, warnings only, each line naming the rank (rank 0 logs).
+  // A data-parallel rank other than 0: console only, errors only, each line naming the rank (rank 0 logs).
   static std::unique_ptr<RunLog> for_rank(int64_t rank);
   ~RunLog();
   RunLog(const RunLog&) = delete;
