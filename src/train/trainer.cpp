@@ -369,10 +369,11 @@ class Trainer {
       else seed_rank_stream(r.step);
     }
     if (ws_.device.is_cuda()) {
-      if (const at::Tensor* cuda_rng = r.contents.find("rng.cuda")) {
-        at::Generator cuda_gen = at::globalContext().defaultGenerator(ws_.device);
-        cuda_gen.set_state(*cuda_rng);
-      }
+      // Likewise on the GPU: rank 0 the one-process stream, every other rank its own.
+      at::Generator cuda_gen = at::globalContext().defaultGenerator(ws_.device);
+      const std::string key = rank_ > 0 ? "rng.cuda.rank" + std::to_string(rank_) : std::string("rng.cuda");
+      if (const at::Tensor* cuda_rng = r.contents.find(key)) cuda_gen.set_state(*cuda_rng);
+      else if (rank_ > 0) cuda_gen.set_current_seed(rank_stream_seed(r.step));
     }
     step_ = logged_step_ = resumed_from_step_ = r.step;
     epoch_ = r.epoch;
@@ -598,11 +599,11 @@ class Trainer {
 
   // Ranks other than 0 draw (dropout) from their own stream, seeded from run.seed, the rank and the step it
   // starts at; rank 0 keeps the one-process stream.
-  void seed_rank_stream(int64_t step) {
-    const uint64_t seed = static_cast<uint64_t>(c_.run.seed) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(rank_) * 1000003ull +
-                          static_cast<uint64_t>(step);
-    torch::manual_seed(seed);
+  uint64_t rank_stream_seed(int64_t step) const {
+    return static_cast<uint64_t>(c_.run.seed) * 0x9E3779B97F4A7C15ull + static_cast<uint64_t>(rank_) * 1000003ull +
+           static_cast<uint64_t>(step);
   }
+  void seed_rank_stream(int64_t step) { torch::manual_seed(rank_stream_seed(step)); }
 
   // Rank 0's value of `t` on every rank, through a CPU copy in a type Gloo carries (bool as bytes, 16-bit
   // floats as float32).
@@ -719,23 +720,26 @@ class Trainer {
     // optimizer state of their shares, so that one process can resume from it (with any number of ranks).
     NamedTensors optim = zero_ ? gather_optimizer_state() : optimizer_state(*optimizer_, c_.optim.name, param_names_);
     // Each rank's own random stream (dropout), so that a resumed data-parallel run draws what it would have.
-    std::vector<at::Tensor> rank_rngs;
+    NamedTensors rank_rngs;
     if (comm_) {
-      const at::Tensor mine = at::detail::getDefaultCPUGenerator().get_state();
-      for (int64_t r = 1; r < world_; ++r) {
-        at::Tensor state = r == rank_ ? mine.clone() : torch::zeros_like(mine);
-        comm_->broadcast(state, r);
-        rank_rngs.resize(static_cast<size_t>(world_));
-        rank_rngs[static_cast<size_t>(r)] = state;
-      }
+      auto gather = [&](const at::Tensor& mine, const std::string& name) {
+        for (int64_t r = 1; r < world_; ++r) {
+          at::Tensor state = r == rank_ ? mine.clone() : torch::zeros_like(mine);
+          comm_->broadcast(state, r);
+          rank_rngs.emplace_back(name + ".rank" + std::to_string(r), state);
+        }
+      };
+      gather(at::detail::getDefaultCPUGenerator().get_state(), "rng.cpu");
+      // (Every rank is on a GPU or none is: the job fingerprint says so.)
+      if (ws_.device.is_cuda()) gather(at::globalContext().defaultGenerator(ws_.device).get_state(), "rng.cuda");
     }
     if (rank_ != 0) return "";
     NamedTensors tensors;
     for (auto& [name, t] : ws_.student->state()) tensors.emplace_back("model." + name, t);
     for (auto& [name, t] : optim) tensors.emplace_back("optim." + name, t);
     tensors.emplace_back("rng.cpu", at::detail::getDefaultCPUGenerator().get_state());
-    for (size_t r = 1; r < rank_rngs.size(); ++r) tensors.emplace_back("rng.cpu.rank" + std::to_string(r), rank_rngs[r]);
     if (ws_.device.is_cuda()) tensors.emplace_back("rng.cuda", at::globalContext().defaultGenerator(ws_.device).get_state());
+    for (auto& [name, t] : rank_rngs) tensors.emplace_back(name, t);
     Metadata meta = student_metadata();
     meta["distill_checkpoint"] = "1";
     meta["state"] = json{{"step", step_}, {"epoch", epoch}, {"next_row", next_row}, {"total_steps", total_steps_},
@@ -975,6 +979,7 @@ TrainSummary train(const Config& config_in, const TrainOptions& options) {
       job["train_examples"] = ws.data.train->size();
       job["val_examples"] = ws.data.val->size();
       job["student_parameters"] = ws.student->parameter_count();
+      job["cuda"] = ws.device.is_cuda();  // all ranks on GPUs or none (the checkpoint gathers their streams)
       digest = sha256_hex(job.dump());
     }
     const double hi = static_cast<double>(std::stoll(digest.substr(0, 6), nullptr, 16));
