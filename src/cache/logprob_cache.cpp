@@ -213,11 +213,7 @@ json import_teacher_logprobs(const Config& config_in, const CacheTeacherOptions&
   std::string skipped;
   for (int64_t i = 0; i < writer.next_chunk() * chunk_examples; ++i) reader.next(skipped);
   for (int64_t c = writer.next_chunk(); c < chunks; ++c) {
-    cache::Chunk chunk;
-    chunk.first_example = c * chunk_examples;
-    chunk.examples = std::min(examples, chunk.first_example + chunk_examples) - chunk.first_example;
-    chunk.positions = P;
-    chunk.k = k;
+    cache::Chunk chunk = chunk_at(c, chunk_examples, examples, P, k);
     chunk.ids.assign(static_cast<size_t>(chunk.rows() * k), -1);
     chunk.logprobs.assign(static_cast<size_t>(chunk.rows() * k), -std::numeric_limits<float>::infinity());
     chunk.tail_mass.assign(static_cast<size_t>(chunk.rows()), 1.0f);

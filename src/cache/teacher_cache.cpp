@@ -87,6 +87,15 @@ int64_t cache_chunk_examples(int64_t requested, int64_t examples, int64_t positi
   return n;
 }
 
+cache::Chunk chunk_at(int64_t index, int64_t chunk_examples, int64_t examples, int64_t positions, int64_t k) {
+  cache::Chunk chunk;
+  chunk.first_example = index * chunk_examples;
+  chunk.examples = std::min(examples, chunk.first_example + chunk_examples) - chunk.first_example;
+  chunk.positions = positions;
+  chunk.k = k;
+  return chunk;
+}
+
 std::optional<json> report_if_complete(const cache::Writer& writer, const std::string& out) {
   if (!writer.done()) return std::nullopt;
   std::cerr << "cache-teacher: " << out << " is complete already (" << writer.manifest().chunks() << " chunks); nothing to do\n";
@@ -146,11 +155,7 @@ json cache_teacher(const Config& config_in, const CacheTeacherOptions& o) {
   const auto start = std::chrono::steady_clock::now();
   int64_t done_examples = 0;
   for (int64_t c = writer.next_chunk(); c < chunks; ++c) {
-    cache::Chunk chunk;
-    chunk.first_example = c * chunk_examples;
-    chunk.examples = std::min(examples, chunk.first_example + chunk_examples) - chunk.first_example;
-    chunk.positions = positions;
-    chunk.k = k;
+    cache::Chunk chunk = chunk_at(c, chunk_examples, examples, positions, k);
     chunk.ids.reserve(static_cast<size_t>(chunk.rows() * k));
     chunk.logprobs.reserve(static_cast<size_t>(chunk.rows() * k));
     for (int64_t b = chunk.first_example; b < chunk.first_example + chunk.examples; b += batch_size) {

@@ -463,23 +463,6 @@ class Trainer {
   // Gradients summed over the ranks, in flat buckets of about 25 MB (one collective each instead of one per
   // tensor), on the CPU for Gloo. A parameter without a gradient on this rank (no examples here) adds zeros.
   void reduce_gradients() {
-    constexpr int64_t kBucketBytes = 25 << 20;
-    std::vector<at::Tensor> bucket;
-    int64_t bytes = 0;
-    auto flush = [&] {
-      if (bucket.empty()) return;
-      std::vector<at::Tensor> flat_parts;
-      for (const at::Tensor& g : bucket) flat_parts.push_back(g.reshape({-1}).to(torch::kCPU, torch::kFloat));
-      at::Tensor flat = torch::cat(flat_parts);
-      comm_->all_reduce(flat, dist::ReduceOp::sum);
-      int64_t at = 0;
-      for (at::Tensor& g : bucket) {
-        g.copy_(flat.narrow(0, at, g.numel()).view(g.sizes()));
-        at += g.numel();
-      }
-      bucket.clear();
-      bytes = 0;
-    };
     torch::NoGradGuard no_grad;
     // A weight no rank computed a gradient for (unused by the graph) keeps none, as with one process, so that
     // the optimizer skips it; one that some rank did not reach gets zeros there.
@@ -487,15 +470,37 @@ class Trainer {
     for (size_t i = 0; i < params_.size(); ++i) has[static_cast<int64_t>(i)] = params_[i].grad().defined() ? 1.0 : 0.0;
     comm_->all_reduce(has, dist::ReduceOp::max);
     const double* any = has.data_ptr<double>();
+    std::vector<at::Tensor> grads;
     for (size_t i = 0; i < params_.size(); ++i) {
       at::Tensor& p = params_[i];
       if (any[i] == 0.0) continue;
       if (!p.grad().defined()) p.mutable_grad() = torch::zeros_like(p);
-      bucket.push_back(p.mutable_grad());
-      bytes += p.numel() * 4;
-      if (bytes >= kBucketBytes) flush();
+      grads.push_back(p.mutable_grad());
     }
-    flush();
+    in_buckets(grads, [&](at::Tensor& flat) { comm_->all_reduce(flat, dist::ReduceOp::sum); });
+  }
+
+  // `collective` on `tensors` (float32 on any device) as flat CPU buckets of about 25 MB, one call each instead
+  // of one per tensor; the results copied back in place.
+  static void in_buckets(const std::vector<at::Tensor>& tensors, const std::function<void(at::Tensor&)>& collective) {
+    constexpr int64_t kBucketBytes = 25 << 20;
+    torch::NoGradGuard no_grad;
+    for (size_t first = 0; first < tensors.size();) {
+      size_t end = first;
+      int64_t bytes = 0;
+      while (end < tensors.size() && (end == first || bytes < kBucketBytes)) bytes += tensors[end++].numel() * 4;
+      std::vector<at::Tensor> parts;
+      for (size_t i = first; i < end; ++i) parts.push_back(tensors[i].detach().reshape({-1}).to(torch::kCPU, torch::kFloat));
+      at::Tensor flat = torch::cat(parts);
+      collective(flat);
+      int64_t at = 0;
+      for (size_t i = first; i < end; ++i) {
+        at::Tensor t = tensors[i].detach();
+        t.copy_(flat.narrow(0, at, t.numel()).view(t.sizes()));
+        at += t.numel();
+      }
+      first = end;
+    }
   }
 
   // Under ZeRO-1 this rank's optimizer holds only its share of the weights, but every weight has a gradient.
@@ -530,32 +535,11 @@ class Trainer {
   // and bucket of about 25 MB (Gloo has no reduce-scatter in LibTorch 1.13, so the gradients were all-reduced
   // whole; the saving is the optimizer state's memory).
   void share_updated_weights() {
-    constexpr int64_t kBucketBytes = 25 << 20;
-    torch::NoGradGuard no_grad;
     for (int64_t r = 0; r < world_; ++r) {
-      std::vector<at::Tensor> bucket;
-      int64_t bytes = 0;
-      auto flush = [&] {
-        if (bucket.empty()) return;
-        std::vector<at::Tensor> parts;
-        for (const at::Tensor& p : bucket) parts.push_back(p.detach().reshape({-1}).to(torch::kCPU, torch::kFloat));
-        at::Tensor flat = torch::cat(parts);
-        comm_->broadcast(flat, r);
-        int64_t at = 0;
-        for (at::Tensor& p : bucket) {
-          if (r != rank_) p.detach().copy_(flat.narrow(0, at, p.numel()).view(p.sizes()));
-          at += p.numel();
-        }
-        bucket.clear();
-        bytes = 0;
-      };
-      for (size_t i = 0; i < params_.size(); ++i) {
-        if (owner_[i] != r) continue;
-        bucket.push_back(params_[i]);
-        bytes += params_[i].numel() * 4;
-        if (bytes >= kBucketBytes) flush();
-      }
-      flush();
+      std::vector<at::Tensor> owned;
+      for (size_t i = 0; i < params_.size(); ++i)
+        if (owner_[i] == r) owned.push_back(params_[i]);
+      in_buckets(owned, [&](at::Tensor& flat) { comm_->broadcast(flat, r); });
     }
   }
 

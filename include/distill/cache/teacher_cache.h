@@ -53,6 +53,8 @@ int64_t cache_chunk_examples(int64_t requested, int64_t examples, int64_t positi
 // When `writer`'s cache is complete already: says so on stderr and returns its totals (with "out" and
 // "already_complete"); otherwise nothing.
 std::optional<nlohmann::json> report_if_complete(const cache::Writer& writer, const std::string& out);
+// Chunk `index` of a cache of `examples` examples in chunks of `chunk_examples`: its place and shape, no rows.
+cache::Chunk chunk_at(int64_t index, int64_t chunk_examples, int64_t examples, int64_t positions, int64_t k);
 
 // Per example of `inputs` ([B, ...]): the hash a cache stores of what the teacher saw.
 std::vector<uint32_t> cache_input_hashes(const at::Tensor& inputs);
